@@ -1,0 +1,98 @@
+"""Loading a trained Keras model from any of the files people have, with one-line errors."""
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from edgelite.errors import EdgeliteError  # noqa: E402
+
+
+def sha256(path: str | Path) -> str:
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(path: str | Path, unsafe: bool = False):
+    """A Keras model from .keras, .h5 (Keras 3 or legacy Keras 2) or a SavedModel folder."""
+    import keras
+
+    path = Path(path)
+    if not path.exists():
+        raise EdgeliteError(f"no such model: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if path.is_dir():
+            if not (path / "saved_model.pb").exists():
+                raise EdgeliteError(f"{path}: a folder but not a SavedModel (no saved_model.pb)")
+            return _load_saved_model(path)
+        if suffix == ".keras":
+            if not zipfile.is_zipfile(path):
+                raise EdgeliteError(f"{path}: not a Keras model file (not a .keras archive)")
+            return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+        if suffix in (".h5", ".hdf5"):
+            return _load_h5(path, unsafe)
+    except EdgeliteError:
+        raise
+    except Exception as exc:
+        raise EdgeliteError(f"{path}: cannot load as a Keras model ({_first_line(exc)})") from None
+    raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5 or a SavedModel folder)")
+
+
+def _load_h5(path: Path, unsafe: bool):
+    import h5py
+    import keras
+
+    if not h5py.is_hdf5(path):
+        raise EdgeliteError(f"{path}: not an HDF5 file")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as keras3_error:
+        try:  # a legacy Keras 2 file that Keras 3 refuses: tf_keras (Keras 2) reads it
+            import tf_keras
+        except ImportError:
+            raise EdgeliteError(
+                f"{path}: Keras 3 cannot load it ({_first_line(keras3_error)}); "
+                "for legacy Keras 2 files install tf-keras"
+            ) from None
+        try:
+            return tf_keras.models.load_model(path, compile=False)
+        except Exception as keras2_error:
+            raise EdgeliteError(
+                f"{path}: neither Keras 3 ({_first_line(keras3_error)}) nor Keras 2 "
+                f"({_first_line(keras2_error)}) can load it"
+            ) from None
+
+
+def _load_saved_model(path: Path):
+    """A SavedModel's serving signature wrapped as a Keras model with a known input."""
+    import keras
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures.get("serving_default")
+    if signature is None:
+        raise EdgeliteError(f"{path}: the SavedModel has no serving_default signature")
+    inputs = list(signature.structured_input_signature[1].values())
+    if len(inputs) != 1:
+        raise EdgeliteError(f"{path}: expected one image input, the signature has {len(inputs)}")
+    inp = keras.Input(shape=tuple(inputs[0].shape[1:]), dtype=inputs[0].dtype.name)
+    out = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")(inp)
+    if isinstance(out, dict):
+        if len(out) != 1:
+            raise EdgeliteError(f"{path}: expected one output, the signature has {len(out)}")
+        out = next(iter(out.values()))
+    return keras.Model(inp, out, name=path.name)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

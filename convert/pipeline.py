@@ -1,0 +1,209 @@
+"""`convert()`: one Keras model -> verified, self-describing TFLite and ONNX artifacts."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+import edgelite
+from edgelite.classifier import Classifier, read_labels, read_sidecar, sidecar_path
+from edgelite.errors import EdgeliteError
+from edgelite.files import move_atomic, prepare_out_dir, write_json
+from edgelite.preprocess import PRESETS, PreprocessSpec, batch
+
+from . import onnx_export, tflite
+from .loading import load_model, sha256
+from .quiet import quiet
+from .verify import THRESHOLDS, parity, passes
+
+FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
+SCHEMA = 1
+
+
+@dataclass
+class Artifact:
+    format: str
+    path: Path | None
+    size: int = 0
+    seconds: float = 0.0
+    parity: dict = field(default_factory=dict)
+    passed: bool = False
+    error: str | None = None
+
+    @property
+    def precision(self) -> str:
+        return self.format.split("-", 1)[1]
+
+
+@dataclass
+class Conversion:
+    model: object
+    spec: PreprocessSpec
+    labels: list[str] | None
+    reference: np.ndarray  # Keras probabilities on the check images
+    artifacts: list[Artifact]
+
+    @property
+    def ok(self) -> bool:
+        return all(a.passed for a in self.artifacts)
+
+
+def resolve_spec(model, model_path: Path, preprocess: PreprocessSpec | str | None) -> PreprocessSpec:
+    """The preprocessing: given, recorded beside the model, or known for its family. Never guessed."""
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] != 3 or None in shape[1:3]:
+        raise EdgeliteError(f"cannot infer an image input from shape {shape}: expected [N, H, W, 3]")
+    size = (shape[1], shape[2])
+    if isinstance(preprocess, PreprocessSpec):
+        return preprocess
+    if isinstance(preprocess, str) and preprocess.endswith(".json"):
+        try:
+            document = json.loads(Path(preprocess).read_text())
+        except (OSError, ValueError) as exc:
+            raise EdgeliteError(f"cannot read preprocessing spec {preprocess}: {exc}") from None
+        return PreprocessSpec.from_dict({"size": size, **document})
+    if preprocess:
+        return PreprocessSpec(size=size, preset=preprocess)
+    recorded = read_sidecar(model_path) or {}
+    if "preprocess" in recorded:
+        return PreprocessSpec.from_dict(recorded["preprocess"])
+    if "mobilenetv2" in model.name.lower().replace("_", ""):
+        return PreprocessSpec(size=size, preset="mobilenet")
+    raise EdgeliteError(
+        f"cannot tell how {model_path.name} expects its pixels: pass --preprocess "
+        f"({', '.join(PRESETS)} or a spec .json)"
+    )
+
+
+def resolve_labels(model_path: Path, labels, classes: int) -> list[str] | None:
+    if isinstance(labels, (str, Path)):
+        labels = read_labels(labels)
+    if labels is None:
+        labels = (read_sidecar(model_path) or {}).get("labels")
+    if labels is not None and len(labels) != classes:
+        raise EdgeliteError(f"{len(labels)} labels for a model with {classes} outputs")
+    return labels
+
+
+def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, check: Sequence,
+            formats: Sequence[str] = FORMATS, preprocess=None, labels=None, force: bool = False,
+            unsafe: bool = False, thresholds: dict | None = None, io_type: str = "int8",
+            nchw: bool = False, verbose: bool = True) -> Conversion:
+    """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
+
+    `calibration` and `check` are image paths (or PIL images); both go through the
+    runtime's own preprocessing. A format that fails is reported; the others go on.
+    """
+    model_path = Path(model_path)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise EdgeliteError(f"unknown format(s) {', '.join(unknown)} (choose from {', '.join(FORMATS)})")
+    if not check:
+        raise EdgeliteError("no images to verify the exports on")
+    needs_calibration = any(f.endswith("int8") for f in formats)
+    if needs_calibration and not calibration:
+        raise EdgeliteError("no calibration images (int8 formats need some)")
+    out_dir = prepare_out_dir(out_dir, force)
+    model = load_model(model_path, unsafe)
+    spec = resolve_spec(model, model_path, preprocess)
+    classes = int(model.outputs[0].shape[-1])
+    labels = resolve_labels(model_path, labels, classes)
+
+    say = print if verbose else (lambda *a, **k: None)
+    calib = batch(tqdm(calibration, desc="calibration images", disable=not verbose), spec) if needs_calibration else None
+    checks = batch(tqdm(check, desc="check images", disable=not verbose), spec)
+    reference = np.asarray(model.predict(checks, batch_size=32, verbose=0))
+
+    def calibration_batches():
+        return (calib[i:i + 1] for i in range(len(calib)))
+
+    document = {
+        "schema": SCHEMA,
+        "task": "image-classification",
+        "labels": labels,
+        "preprocess": spec.to_dict(),
+        "source": {"file": model_path.name, "sha256": sha256(model_path)},
+        "edgelite_version": edgelite.__version__,
+    }
+    artifacts = []
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".convert-") as tmp:
+        tmp = Path(tmp)
+        for fmt in formats:
+            artifact = _export_one(model, fmt, tmp, out_dir, model_path.stem, calibration_batches,
+                                   io_type, nchw, spec, labels, checks, reference, document,
+                                   thresholds, force)
+            say(_summary(artifact))
+            artifacts.append(artifact)
+    return Conversion(model, spec, labels, reference, artifacts)
+
+
+def _export_one(model, fmt, tmp, out_dir, stem, calibration_batches, io_type, nchw, spec, labels,
+                checks, reference, document, thresholds, force) -> Artifact:
+    family, precision = fmt.split("-", 1)
+    suffix = ".tflite" if family == "tflite" else ".onnx"
+    final = out_dir / f"{stem}_{precision}{suffix}"
+    artifact = Artifact(fmt, final)
+    started = time.perf_counter()
+    try:
+        staged = tmp / final.name
+        recipe = _recipe(fmt, io_type, nchw, calibration_batches)
+        with quiet():
+            if family == "tflite":
+                staged.write_bytes(tflite.to_tflite(model, precision, calibration_batches, io_type))
+            elif precision == "fp32":
+                onnx_export.to_onnx(model, staged, nchw)
+            else:
+                fp32 = onnx_export.to_onnx(model, tmp / f"fp32-for-{final.name}", nchw)
+                onnx_export.quantize_int8(fp32, staged, calibration_batches)
+        layout = "NCHW" if family == "onnx" and nchw else "NHWC"
+        artifact_spec = PreprocessSpec.from_dict({**spec.to_dict(), "layout": layout})
+        classifier = Classifier(staged, labels=labels, preprocess=artifact_spec)
+        inputs = checks.transpose(0, 3, 1, 2) if layout == "NCHW" else checks
+        scores = np.concatenate([classifier.scores(classifier.prepare(x[None])) for x in inputs])
+        artifact.parity = parity(reference, scores)
+        artifact.passed = passes(artifact.parity, precision, thresholds)
+        meta = {**document, "format": fmt, "preprocess": artifact_spec.to_dict(),
+                "quantization": recipe, "parity": artifact.parity}
+        if family == "tflite":
+            staged.write_bytes(tflite.embed_metadata(staged.read_bytes(), meta))
+        else:
+            onnx_export.embed_metadata(staged, meta)
+        move_atomic(staged, final, force)
+        write_json(sidecar_path(final), meta, force)
+        artifact.size = final.stat().st_size
+    except EdgeliteError as exc:
+        artifact.error, artifact.path = str(exc), None
+    artifact.seconds = time.perf_counter() - started
+    return artifact
+
+
+def _recipe(fmt: str, io_type: str, nchw: bool, calibration_batches) -> dict:
+    precision = fmt.split("-", 1)[1]
+    recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
+    if precision == "int8":
+        recipe["activations"] = "int8"
+        recipe["calibration_images"] = sum(1 for _ in calibration_batches())
+        recipe["io"] = io_type if fmt.startswith("tflite") else "float32"
+        if fmt.startswith("onnx"):
+            recipe["method"] = "onnxruntime quantize_static QDQ, per-channel, MinMax"
+    if fmt.startswith("onnx"):
+        recipe["opset"] = onnx_export.OPSET
+        recipe["layout"] = "NCHW" if nchw else "NHWC"
+    return recipe
+
+
+def _summary(artifact: Artifact) -> str:
+    if artifact.error:
+        return f"  {artifact.format:15s} FAILED  {artifact.error}"
+    p = artifact.parity
+    verdict = "ok" if artifact.passed else "BELOW THRESHOLD"
+    return (f"  {artifact.format:15s} {verdict:5s} top-1 agreement {p['top1_agreement']:.1%}, "
+            f"top-5 overlap {p['top5_overlap']:.1%}, max |dp| {p['max_abs_diff']:.2e}, "
+            f"{artifact.size / 1e6:.2f} MB, {artifact.seconds:.1f}s")

@@ -1,0 +1,57 @@
+"""Keras -> TFLite in every flavour, and the metadata entry that makes a .tflite self-describing."""
+from __future__ import annotations
+
+import json
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgelite.backends import METADATA_KEY
+from edgelite.errors import EdgeliteError
+
+KINDS = ("fp32", "fp16", "dynamic", "int8")
+IO_TYPES = ("int8", "uint8", "float32")
+
+
+def to_tflite(model, kind: str, calibration: Callable[[], Iterable[np.ndarray]] | None = None,
+              io_type: str = "int8") -> bytes:
+    """Convert a Keras model. `calibration` yields float batches of one (full int8 only)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if kind == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif kind == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif kind == "int8":
+        if calibration is None:
+            raise EdgeliteError("full int8 needs calibration images")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x] for x in calibration())
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_type]
+        converter.inference_input_type = io
+        converter.inference_output_type = io
+    elif kind != "fp32":
+        raise EdgeliteError(f"unknown TFLite kind {kind!r} (choose from {', '.join(KINDS)})")
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:
+        raise EdgeliteError(f"TFLite {kind} conversion failed: {str(exc).strip().splitlines()[-1][:300]}") from None
+
+
+def embed_metadata(tflite: bytes, document: dict) -> bytes:
+    """Store `document` as JSON in the model's metadata under the key 'edgelite'."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(document).encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_KEY, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_KEY, METADATA_KEY.encode())]
+    model.metadata.append(entry)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

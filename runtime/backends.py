@@ -1,0 +1,149 @@
+"""Inference backends behind one narrow interface: input/output details, run, metadata.
+
+LiteRT (`ai_edge_litert`) is preferred for .tflite, then `tflite_runtime`, then
+`tensorflow.lite`; onnxruntime runs .onnx. Nothing here imports TensorFlow unless the
+last TFLite fallback is reached.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeliteError
+
+METADATA_KEY = "edgelite"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple  # None for a dynamic dimension
+    dtype: np.dtype
+    scale: float = 0.0  # quantization; 0.0 when not quantized
+    zero_point: int = 0
+
+
+class LiteRTBackend:
+    """A .tflite model on the first TFLite interpreter that imports."""
+
+    name = "litert"
+    modules = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+
+    def __init__(self, path: Path, threads: int | None = None):
+        interpreter_class = None
+        for module in self.modules:
+            try:
+                interpreter_class = importlib.import_module(module).Interpreter
+                break
+            except ImportError:
+                continue
+        if interpreter_class is None:
+            raise EdgeliteError("no TFLite interpreter installed: pip install 'edgelite[tflite]'")
+        self.path = path
+        try:
+            self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise EdgeliteError(f"{path}: not a valid TFLite model ({str(exc).strip().splitlines()[0]})") from None
+        inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self._in_index, self._out_index = inp["index"], out["index"]
+        self.input, self.output = _tflite_info(inp), _tflite_info(out)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        current = self.interpreter.get_input_details()[0]["shape"]
+        if tuple(current) != x.shape:
+            self.interpreter.resize_tensor_input(self._in_index, x.shape)
+            self.interpreter.allocate_tensors()
+        self.interpreter.set_tensor(self._in_index, x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out_index)
+
+    def metadata(self) -> dict | None:
+        return read_tflite_metadata(self.path)
+
+
+def _tflite_info(detail: dict) -> TensorInfo:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    shape = tuple(None if s < 0 else int(s) for s in detail.get("shape_signature", detail["shape"]))
+    return TensorInfo(shape, np.dtype(detail["dtype"]), float(scale), int(zero_point))
+
+
+def read_tflite_metadata(path: Path) -> dict | None:
+    """The edgelite JSON stored as a TFLite metadata entry, or None."""
+    schema = None
+    for module in ("ai_edge_litert.schema_py_generated", "tflite_runtime.schema_py_generated",
+                   "tensorflow.lite.python.schema_py_generated"):
+        try:
+            schema = importlib.import_module(module)
+            break
+        except ImportError:
+            continue
+    if schema is None:
+        return None
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        model = schema.Model.GetRootAs(buf, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() == METADATA_KEY.encode():
+                data = model.Buffers(entry.Buffer()).DataAsNumpy()
+                return json.loads(bytes(data))
+    return None
+
+
+class OnnxBackend:
+    """An .onnx model on onnxruntime's CPU provider."""
+
+    name = "onnxruntime"
+    _dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+               "tensor(int8)": np.int8, "tensor(double)": np.float64}
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EdgeliteError("onnxruntime is not installed: pip install 'edgelite[onnx]'") from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EdgeliteError(f"{path}: not a valid ONNX model ({str(exc).strip().splitlines()[0]})") from None
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self._in_name = inp.name
+        self.input = TensorInfo(_onnx_shape(inp.shape), np.dtype(self._dtypes.get(inp.type, np.float32)))
+        self.output = TensorInfo(_onnx_shape(out.shape), np.dtype(self._dtypes.get(out.type, np.float32)))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._in_name: x})[0]
+
+    def metadata(self) -> dict | None:
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        return json.loads(raw) if raw else None
+
+
+def _onnx_shape(shape) -> tuple:
+    return tuple(s if isinstance(s, int) and s > 0 else None for s in shape)
+
+
+BACKENDS = {"litert": LiteRTBackend, "onnxruntime": OnnxBackend}
+BY_SUFFIX = {".tflite": "litert", ".onnx": "onnxruntime"}
+
+
+def open_backend(path: str | Path, backend: str | None = None, threads: int | None = None):
+    """Open a model file on the named backend, or the one its suffix calls for."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeliteError(f"no such model file: {path}")
+    name = backend or BY_SUFFIX.get(path.suffix.lower())
+    if name not in BACKENDS:
+        if backend:
+            raise EdgeliteError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+        raise EdgeliteError(f"{path}: unknown model type {path.suffix!r} (expected .tflite or .onnx)")
+    return BACKENDS[name](path, threads)

@@ -1,0 +1,163 @@
+"""`Classifier`: a model file that configures itself and returns named top-k predictions."""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .backends import open_backend
+from .errors import EdgeliteError
+from .preprocess import PreprocessSpec, quantize, to_input
+
+
+class Prediction(NamedTuple):
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """One item of a batch run: its predictions, or the one-line reason it failed."""
+
+    source: object
+    predictions: list[Prediction] | None
+    error: str | None = None
+
+
+def read_labels(path: str | Path) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgeliteError(f"cannot read labels file {path}: {exc}") from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """`model.tflite` -> `model.tflite.json`: metadata beside a file that carries none."""
+    return Path(f"{model_path}.json")
+
+
+def read_sidecar(model_path: str | Path) -> dict | None:
+    path = sidecar_path(model_path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EdgeliteError(f"cannot read {path}: {exc}") from None
+
+
+def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0) -> np.ndarray:
+    """Dequantize a model output [N, C] and turn logits into probabilities if needed."""
+    out = raw.astype(np.float32)
+    if scale:
+        out = (out - zero_point) * scale
+    out = out.reshape(out.shape[0], -1)
+    if out.min() < 0 or not np.allclose(out.sum(axis=1), 1.0, atol=0.05):
+        shifted = np.exp(out - out.max(axis=1, keepdims=True))
+        out = shifted / shifted.sum(axis=1, keepdims=True)
+    return out
+
+
+class Classifier:
+    """An image classifier on a .tflite or .onnx file.
+
+    Labels and preprocessing come from the arguments, else from the metadata edgelite
+    embeds, else from a sidecar `<model>.json`. Preprocessing is never guessed.
+    """
+
+    def __init__(self, model: str | Path, backend: str | None = None, threads: int | None = None,
+                 labels: Sequence[str] | str | Path | None = None,
+                 preprocess: PreprocessSpec | str | None = None):
+        self.path = Path(model)
+        self.backend = open_backend(self.path, backend, threads)
+        self.metadata = self.backend.metadata() or read_sidecar(self.path) or {}
+        self.input, self.output = self.backend.input, self.backend.output
+        if isinstance(labels, (str, Path)):
+            labels = read_labels(labels)
+        self.labels = list(labels) if labels is not None else self.metadata.get("labels")
+        n_out = self.output.shape[-1]
+        if self.labels is not None and n_out and len(self.labels) != n_out:
+            raise EdgeliteError(f"{len(self.labels)} labels for a model with {n_out} outputs")
+        self.spec = self._resolve_spec(preprocess)
+
+    def _resolve_spec(self, preprocess) -> PreprocessSpec:
+        if isinstance(preprocess, PreprocessSpec):
+            return preprocess
+        if preprocess is None and "preprocess" in self.metadata:
+            return PreprocessSpec.from_dict(self.metadata["preprocess"])
+        if preprocess is None:
+            raise EdgeliteError(
+                f"{self.path.name} carries no preprocessing: pass --preprocess PRESET "
+                f"(mobilenet, unit, raw, caffe, torch) or put a {sidecar_path(self.path).name} beside it"
+            )
+        shape = self.input.shape
+        layout = "NCHW" if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"
+        height, width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+        if not height or not width:
+            raise EdgeliteError(f"{self.path.name} has a dynamic input size: give a spec JSON with a size")
+        return PreprocessSpec(size=(height, width), preset=preprocess, layout=layout)
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if self.labels else str(index)
+
+    def prepare(self, item) -> np.ndarray:
+        """Path, bytes, PIL image or array -> the backend's input batch of one."""
+        if isinstance(item, np.ndarray):
+            array = item if item.ndim == 4 else item[None]
+            if np.issubdtype(self.input.dtype, np.integer) and not np.issubdtype(array.dtype, np.integer):
+                return quantize(array, self.input.dtype, self.input.scale, self.input.zero_point)
+            return array.astype(self.input.dtype, copy=False)
+        return to_input(item, self.spec, self.input.dtype, (self.input.scale, self.input.zero_point))
+
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities [N, C] for a prepared batch."""
+        expected = tuple(s for s in self.input.shape[1:])
+        if batch.shape[1:] != expected and None not in expected:
+            raise EdgeliteError(f"input of shape {batch.shape[1:]} where the model takes {expected}")
+        raw = self.backend.run(batch)
+        return scores_from_output(raw, self.output.scale, self.output.zero_point)
+
+    def top_k(self, probabilities: np.ndarray, k: int = 5) -> list[Prediction]:
+        order = np.argsort(-probabilities, kind="stable")[:k]
+        return [Prediction(int(i), self.label(int(i)), float(probabilities[i])) for i in order]
+
+    def predict(self, item: str | Path | bytes | Image.Image | np.ndarray, top_k: int = 5) -> list[Prediction]:
+        return self.top_k(self.scores(self.prepare(item))[0], top_k)
+
+    def predict_batch(self, items: Iterable, top_k: int = 5, workers: int | None = None) -> Iterator[Result]:
+        """Predict many items in input order; images are decoded on other threads while
+        the backend runs. A bad item yields a Result with its error and the run goes on."""
+        workers = workers or max(1, min(4, (os.cpu_count() or 2)))
+
+        def prepare(item):
+            try:
+                return self.prepare(item), None
+            except EdgeliteError as exc:
+                return None, str(exc)
+
+        with ThreadPoolExecutor(workers) as pool:
+            window: deque = deque()
+            for item in items:
+                window.append((item, pool.submit(prepare, item)))
+                if len(window) > 2 * workers:
+                    yield self._finish(*window.popleft(), top_k)
+            while window:
+                yield self._finish(*window.popleft(), top_k)
+
+    def _finish(self, item, future, top_k) -> Result:
+        array, error = future.result()
+        if error:
+            return Result(item, None, error)
+        try:
+            return Result(item, self.top_k(self.scores(array)[0], top_k))
+        except EdgeliteError as exc:
+            return Result(item, None, str(exc))

@@ -1,0 +1,99 @@
+"""Finding images, and writing outputs atomically without overwriting by accident."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from .errors import EdgeliteError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Files, folders (recursive, sorted) and glob patterns -> image paths.
+
+    A named file is kept whatever its suffix (it is reported later if it is not an
+    image); inside folders only image suffixes are taken.
+    """
+    found: list[Path] = []
+    for item in paths:
+        item = str(item)
+        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
+        if not matches:
+            raise EdgeliteError(f"no file matches {item}")
+        for match in map(Path, matches):
+            if match.is_dir():
+                found.extend(
+                    p for p in sorted(match.rglob("*"))
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                )
+            elif match.exists():
+                found.append(match)
+            else:
+                raise EdgeliteError(f"no such file or folder: {match}")
+    return found
+
+
+def class_folders(root: str | Path) -> list[tuple[Path, int]]:
+    """A folder of class sub-folders -> [(image, class index)], classes sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EdgeliteError(f"not a folder: {root}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    items = [(path, index) for index, name in enumerate(classes) for path in find_images([root / name])]
+    return items
+
+
+def prepare_out_dir(path: str | Path, force: bool) -> Path:
+    """Create an output folder; an existing non-empty one needs force (then it is reused)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EdgeliteError(f"{path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise EdgeliteError(f"{path} already exists and is not empty (use --force to overwrite)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe-")
+        probe.close()
+    except OSError as exc:
+        raise EdgeliteError(f"cannot write to {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def write_atomic(path: str | Path, data: bytes | str, force: bool = True) -> Path:
+    """Write via a temporary file in the same folder and rename it into place."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise EdgeliteError(f"{path} already exists (use --force to overwrite)")
+    payload = data.encode() if isinstance(data, str) else data
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EdgeliteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def move_atomic(src: str | Path, dst: str | Path, force: bool = True) -> Path:
+    """Move a finished temporary file into place (same filesystem: an atomic rename)."""
+    dst = Path(dst)
+    if dst.exists() and not force:
+        raise EdgeliteError(f"{dst} already exists (use --force to overwrite)")
+    try:
+        tmp = dst.with_name(f".{dst.name}.part")
+        shutil.move(str(src), tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise EdgeliteError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    return dst
+
+
+def write_json(path: str | Path, obj, force: bool = True) -> Path:
+    return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", force)
