@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from edgelite.errors import EdgeliteError  # noqa: E402
+from edgelite.errors import EdgeliteError
 
 
 def sha256(path: str | Path) -> str:

@@ -23,9 +23,11 @@ def to_onnx(model, path: Path, nchw: bool = False) -> Path:
     if len(shape) != 4 or None in shape[1:]:
         raise EdgeliteError(f"cannot export an input of shape {shape}: expected [N, H, W, C]")
     signature = [tf.TensorSpec((None,) + shape[1:], tf.float32, name="input")]
+    # from_function on the traced call works for Keras 3 Sequential and functional models alike
+    function = tf.function(lambda input: model(input, training=False), input_signature=signature)
     try:
-        tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET, output_path=str(path),
-                                   inputs_as_nchw=["input"] if nchw else None)
+        tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET, output_path=str(path),
+                                      inputs_as_nchw=["input:0"] if nchw else None)
     except Exception as exc:
         raise EdgeliteError(f"ONNX conversion failed: {str(exc).strip().splitlines()[-1][:300]}") from None
     return path

@@ -17,10 +17,10 @@ from edgelite.classifier import Classifier, read_labels, read_sidecar, sidecar_p
 from edgelite.errors import EdgeliteError
 from edgelite.files import move_atomic, prepare_out_dir, write_json
 from edgelite.preprocess import PRESETS, PreprocessSpec, batch
+from edgelite.quiet import import_tensorflow, quiet
 
 from . import onnx_export, tflite
 from .loading import load_model, sha256
-from .quiet import quiet
 from .verify import THRESHOLDS, parity, passes
 
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
@@ -36,6 +36,7 @@ class Artifact:
     parity: dict = field(default_factory=dict)
     passed: bool = False
     error: str | None = None
+    scores: np.ndarray | None = field(default=None, repr=False)  # probabilities on the check images
 
     @property
     def precision(self) -> str:
@@ -111,6 +112,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     if needs_calibration and not calibration:
         raise EdgeliteError("no calibration images (int8 formats need some)")
     out_dir = prepare_out_dir(out_dir, force)
+    import_tensorflow()
     model = load_model(model_path, unsafe)
     spec = resolve_spec(model, model_path, preprocess)
     classes = int(model.outputs[0].shape[-1])
@@ -167,6 +169,7 @@ def _export_one(model, fmt, tmp, out_dir, stem, calibration_batches, io_type, nc
         classifier = Classifier(staged, labels=labels, preprocess=artifact_spec)
         inputs = checks.transpose(0, 3, 1, 2) if layout == "NCHW" else checks
         scores = np.concatenate([classifier.scores(classifier.prepare(x[None])) for x in inputs])
+        artifact.scores = scores
         artifact.parity = parity(reference, scores)
         artifact.passed = passes(artifact.parity, precision, thresholds)
         meta = {**document, "format": fmt, "preprocess": artifact_spec.to_dict(),

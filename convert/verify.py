@@ -12,9 +12,13 @@ def parity(reference: np.ndarray, scores: np.ndarray) -> dict:
     if reference.shape != scores.shape:
         raise ValueError(f"shapes differ: {reference.shape} vs {scores.shape}")
     k = min(5, reference.shape[1])
-    ref_top = np.argsort(-reference, axis=1)[:, :k]
-    art_top = np.argsort(-scores, axis=1)[:, :k]
-    overlap = [len(set(a) & set(b)) / k for a, b in zip(ref_top, art_top)]
+    ref_top = np.argsort(-reference, axis=1, kind="stable")[:, :k]
+    art_top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    # a reference top-k class counts as kept if the artifact scores it at least as high as
+    # its own k-th score: quantized outputs tie, and a tie is not a disagreement
+    kth = np.take_along_axis(scores, art_top[:, -1:], axis=1)
+    kept = np.take_along_axis(scores, ref_top, axis=1) >= kth
+    overlap = kept.mean(axis=1)
     diff = np.abs(reference - scores)
     return {
         "images": int(reference.shape[0]),

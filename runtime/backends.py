@@ -85,12 +85,16 @@ def read_tflite_metadata(path: Path) -> dict | None:
     if schema is None:
         return None
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        model = schema.Model.GetRootAs(buf, 0)
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            if entry.Name() == METADATA_KEY.encode():
-                data = model.Buffers(entry.Buffer()).DataAsNumpy()
-                return json.loads(bytes(data))
+        raw = _metadata_bytes(schema, buf)  # returns a copy, so no view into buf outlives it
+    return json.loads(raw) if raw else None
+
+
+def _metadata_bytes(schema, buf) -> bytes | None:
+    model = schema.Model.GetRootAs(buf, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == METADATA_KEY.encode():
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
     return None
 
 

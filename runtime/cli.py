@@ -1,2 +1,202 @@
-def main(argv=None):
-    raise SystemExit(0)
+"""The `edgelite` command. Heavy sides (TensorFlow) are imported only by the subcommands
+that need them; `predict` runs on the device with numpy, Pillow and one backend."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+
+from .errors import EdgeliteError
+
+DESCRIPTION = "Keras image classifiers to small devices: convert, run, benchmark, train."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except EdgeliteError as exc:
+        print(f"edgelite: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgelite: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an unforeseen input: one line, the traceback on request
+        if os.environ.get("EDGELITE_DEBUG"):
+            traceback.print_exc()
+        detail = str(exc).strip().splitlines()
+        print(f"edgelite: error: {type(exc).__name__}: {detail[0] if detail else ''} "
+              "(set EDGELITE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgelite", description=DESCRIPTION)
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"edgelite {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole trip, offline: train, convert, verify, predict, compare",
+                       description="Train a small CNN on scikit-learn's digits (or take --model and --data), "
+                                   "export TFLite/ONNX, verify each against Keras, classify with the runtime, "
+                                   "and print/save a comparison table.")
+    p.add_argument("--model", help="a Keras model (.keras/.h5/SavedModel) instead of training one")
+    p.add_argument("--data", help="image folder for calibration and checks (class folders or ImageNet-style)")
+    p.add_argument("--out", default="edgelite-demo", help="output folder (default: ./edgelite-demo)")
+    p.add_argument("--preprocess", help="preprocessing preset or spec .json for --model")
+    p.add_argument("--labels", help="labels file, one per line, for --model")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    p.add_argument("--formats", nargs="+", help="formats to export (default: TFLite fp32/int8, ONNX fp32/int8)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
+    p.add_argument("--check", type=int, help="use at most this many held-back images")
+    p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    p.set_defaults(run=_demo)
+
+    p = sub.add_parser("convert", help="Keras model -> verified TFLite and ONNX artifacts",
+                       description="Export a Keras model, calibrated on your images, and check each "
+                                   "artifact against Keras. Exits 1 if any falls below its threshold.")
+    p.add_argument("model", help=".keras, .h5 or SavedModel folder")
+    p.add_argument("--calib", required=True, help="image folder (recursive) for calibration")
+    p.add_argument("--check", help="image folder to verify on (default: held back from --calib)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--formats", nargs="+", help="default: all")
+    p.add_argument("--calib-count", type=int, default=200, help="calibration images (default 200)")
+    p.add_argument("--preprocess", help="preset (mobilenet, unit, raw, caffe, torch) or spec .json")
+    p.add_argument("--labels", help="labels file, one per line")
+    p.add_argument("--io-type", choices=["int8", "uint8", "float32"], default="int8",
+                   help="input/output type of full-int8 TFLite (default int8)")
+    p.add_argument("--nchw", action="store_true", help="ONNX with NCHW input")
+    p.add_argument("--unsafe", action="store_true", help="allow Keras to load arbitrary code (lambda layers)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.set_defaults(run=_convert)
+
+    p = sub.add_parser("predict", help="classify images with a .tflite or .onnx model (no TensorFlow)",
+                       description="Top-k classes for image files, folders (recursive) and globs.")
+    p.add_argument("model", help=".tflite or .onnx file")
+    p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--labels", help="labels file for models that carry none")
+    p.add_argument("--preprocess", help="preprocessing preset for models that carry none")
+    p.add_argument("--backend", help="force a backend: litert or onnxruntime")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(run=_predict)
+
+    p = sub.add_parser("bench", help="latency and size of artifacts",
+                       description="Latency (p50/p90/p99 at batch 1) and file size of each artifact.")
+    p.add_argument("models", nargs="+", help=".tflite or .onnx files")
+    p.add_argument("--image", help="image to time on (default: a synthetic one)")
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--preprocess", help="preprocessing preset for models that carry none")
+    p.set_defaults(run=_bench)
+
+    p = sub.add_parser("train", help="train a classifier on a folder of class sub-folders",
+                       description="Train the small custom CNN on DATA_DIR/<class>/*.jpg with a seeded "
+                                   "stratified split; saves model.keras with its labels and preprocessing.")
+    p.add_argument("data", help="folder with one sub-folder per class")
+    p.add_argument("--recipe", choices=["cnn"], default="cnn")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, default=150, help="input size (default 150)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--val-split", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(run=_train)
+    return parser
+
+
+def _demo(args) -> int:
+    from edgelite.benchmarks.demo import DEMO_FORMATS, run_demo
+
+    result = run_demo(out=args.out, model=args.model, data=args.data, preprocess=args.preprocess,
+                      labels=args.labels, force=args.force, epochs=args.epochs,
+                      formats=args.formats or DEMO_FORMATS, runs=args.runs, check=args.check,
+                      threads=args.threads)
+    return 0 if result["ok"] else 1
+
+
+def _convert(args) -> int:
+    from edgelite.convert import FORMATS, convert
+    from edgelite.files import find_images, split
+
+    images = find_images([args.calib])
+    if not images:
+        raise EdgeliteError(f"{args.calib}: no images found")
+    if args.check:
+        calibration, check = images, find_images([args.check])
+    else:
+        calibration, check = split(images, 0.5)
+    result = convert(args.model, args.out, calibration[:args.calib_count], check,
+                     formats=args.formats or FORMATS, preprocess=args.preprocess, labels=args.labels,
+                     force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw)
+    failed = [a.format for a in result.artifacts if not a.passed]
+    if failed:
+        print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _predict(args) -> int:
+    from .classifier import Classifier
+    from .files import find_images
+
+    classifier = Classifier(args.model, backend=args.backend, threads=args.threads, labels=args.labels,
+                            preprocess=args.preprocess)
+    images = find_images(args.images)
+    failures = 0
+    for result in classifier.predict_batch(images, top_k=args.top_k):
+        if result.error:
+            failures += 1
+            print(f"edgelite: error: {result.error}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"image": str(result.source), "predictions": [p._asdict() for p in result.predictions]}))
+        else:
+            print(result.source)
+            for rank, p in enumerate(result.predictions, 1):
+                print(f"  {rank}. {p.score:6.3f}  {p.label} ({p.index})")
+    if failures:
+        print(f"edgelite: {failures} of {len(images)} images failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bench(args) -> int:
+    from PIL import Image
+
+    from edgelite.benchmarks import report
+    from edgelite.benchmarks.latency import artifact_call, measure
+
+    from .classifier import Classifier
+
+    rows = []
+    for path in args.models:
+        classifier = Classifier(path, threads=args.threads, preprocess=args.preprocess)
+        image = args.image or Image.new("RGB", tuple(reversed(classifier.spec.size)), (128, 110, 90))
+        figures = measure(artifact_call(classifier, classifier.prepare(image)), runs=args.runs)
+        rows.append({"name": os.path.basename(path), "size_mb": os.path.getsize(path) / 1e6, **figures})
+    print(report.markdown(rows), end="")
+    return 0
+
+
+def _train(args) -> int:
+    from edgelite.train.recipes import train_cnn
+
+    trained = train_cnn(args.data, args.out, size=args.size, epochs=args.epochs, val_split=args.val_split,
+                        seed=args.seed, force=args.force)
+    print(f"validation accuracy {trained.val_accuracy:.1%} ({len(trained.val)} images), "
+          f"{trained.seconds:.0f}s; saved {trained.model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

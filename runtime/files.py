@@ -97,3 +97,25 @@ def move_atomic(src: str | Path, dst: str | Path, force: bool = True) -> Path:
 
 def write_json(path: str | Path, obj, force: bool = True) -> Path:
     return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", force)
+
+
+def split(items: list, fraction: float, seed: int = 0) -> tuple[list, list]:
+    """Seeded split into (first, held-back); stratified when items are (path, label) pairs
+    with labels. `fraction` is the held-back share, at least one item per class with 2+."""
+    import random
+
+    rng = random.Random(seed)
+    groups: dict = {}
+    for item in items:
+        label = item[1] if isinstance(item, tuple) else None
+        groups.setdefault(label, []).append(item)
+    if len(groups) > 1 and min(len(g) for g in groups.values()) < 2:
+        groups = {None: list(items)}  # one image per class: stratifying means nothing
+    first, held = [], []
+    for label in sorted(groups, key=str):
+        group = sorted(groups[label], key=str)
+        rng.shuffle(group)
+        n_held = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+        held.extend(group[:n_held])
+        first.extend(group[n_held:])
+    return first, held

@@ -1,4 +1,5 @@
-"""Silence the converters' chatter (Python prints and C++ logs) unless EDGELITE_DEBUG is set."""
+"""Silence TensorFlow's and the converters' chatter (Python prints and C++ logs on the
+file descriptors) unless EDGELITE_DEBUG is set."""
 from __future__ import annotations
 
 import contextlib
@@ -29,3 +30,13 @@ def quiet():
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+def import_tensorflow():
+    """Import TensorFlow (and let it probe for GPUs) without its start-up log lines."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    return tf

@@ -1,0 +1,124 @@
+"""`edgelite demo`: train (or take) a model, export it, verify it, run it, and compare."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgelite import Classifier
+from edgelite.errors import EdgeliteError
+from edgelite.files import find_images, prepare_out_dir, split
+from edgelite.preprocess import to_float
+
+from . import report
+from .labeled import accuracy, labeled_images
+from .latency import artifact_call, keras_call, measure
+
+DEMO_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
+
+
+def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None, data: str | Path | None = None,
+             preprocess: str | None = None, labels: str | None = None, force: bool = False, epochs: int = 10,
+             formats=DEMO_FORMATS, calibration: int = 200, check: int | None = None, runs: int = 50,
+             examples: int = 3, threads: int | None = None, seed: int = 0) -> dict:
+    """The whole trip on one model; returns the results document (also saved in `out`)."""
+    from edgelite.convert import convert
+
+    started = time.perf_counter()
+    out = prepare_out_dir(out, force)
+    threads = threads or os.cpu_count()
+    if model is None:
+        from edgelite.train.datasets import write_digits
+        from edgelite.train.recipes import train_cnn
+
+        if data is None:
+            print("1. dataset: scikit-learn's handwritten digits, written as class folders")
+            data = write_digits(out / "data")
+        print(f"2. training the small CNN on {data} ...")
+        trained = train_cnn(data, out / "keras", size=32, epochs=epochs, force=True, seed=seed, verbose=0)
+        print(f"   {len(trained.train)} training / {len(trained.val)} held-back images, "
+              f"val accuracy {trained.val_accuracy:.1%} in {trained.seconds:.0f}s")
+        model = trained.model_path
+        calib_paths = [p for p, _ in trained.train]
+        check_paths = [p for p, _ in trained.val]
+    else:
+        if data is None:
+            raise EdgeliteError("--model needs --data: a folder of images to calibrate and check on")
+        images = find_images([data])
+        if len(images) < 2:
+            raise EdgeliteError(f"{data}: need at least 2 images, found {len(images)}")
+        first, held = split([(p, p.parent.name) for p in images], 0.5, seed)
+        calib_paths, check_paths = [p for p, _ in first], [p for p, _ in held]
+        print(f"1-2. model {model}; {len(calib_paths)} calibration / {len(check_paths)} held-back images from {data}")
+    calib_paths = calib_paths[:calibration]
+    check_paths = check_paths[:check] if check else check_paths
+
+    print(f"3-4. exporting to {', '.join(formats)}, each checked against Keras on {len(check_paths)} held-back images")
+    conversion = convert(model, out / "artifacts", calib_paths, check_paths, formats=formats,
+                         preprocess=preprocess, labels=labels, force=True)
+    classes = conversion.reference.shape[1]
+    truth_of = dict(labeled_images(data, conversion.labels, classes))
+    truth = [truth_of.get(p) for p in check_paths]
+    sample = to_float(check_paths[0], conversion.spec)[None]
+
+    rows = [{
+        "name": "Keras (reference)", "format": "keras", "path": str(model),
+        "size_mb": Path(model).stat().st_size / 1e6 if Path(model).is_file() else None,
+        **_latency(keras_call(conversion.model, sample), runs),
+        **_accuracy(conversion.reference, truth), "agreement": 1.0, "max_abs_diff": 0.0,
+    }]
+    for artifact in conversion.artifacts:
+        if artifact.error:
+            rows.append({"name": artifact.format, "format": artifact.format, "error": artifact.error})
+            continue
+        classifier = Classifier(artifact.path, threads=threads)
+        rows.append({
+            "name": artifact.format, "format": artifact.format, "path": str(artifact.path),
+            "size_mb": artifact.size / 1e6, **_latency(artifact_call(classifier, sample), runs),
+            **_accuracy(artifact.scores, truth), "agreement": artifact.parity["top1_agreement"],
+            "max_abs_diff": artifact.parity["max_abs_diff"], "passed": artifact.passed,
+        })
+    report.add_speedups(rows)
+
+    shown = next((a for a in conversion.artifacts if a.format == "tflite-int8" and not a.error),
+                 next((a for a in conversion.artifacts if not a.error), None))
+    if shown is not None:
+        print(f"5. the TensorFlow-free runtime on {shown.path.name}:")
+        classifier = Classifier(shown.path, threads=threads)
+        for path in check_paths[::max(1, len(check_paths) // examples)][:examples]:
+            truth_name = _name(conversion.labels, truth_of.get(path))
+            print(f"   {path.name}" + (f" (true: {truth_name})" if truth_name else ""))
+            for p in classifier.predict(path, top_k=5):
+                print(f"      {p.score:6.3f}  {p.label}")
+
+    title = f"edgelite demo: {Path(model).name}"
+    document = {
+        "model": str(model), "data": str(data), "held_back_images": len(check_paths),
+        "calibration_images": len(calib_paths), "threads": threads, "runs": runs,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "seconds": time.perf_counter() - started,
+    }
+    paths = report.save(rows, out, document, title)
+    print(f"6. results ({len(check_paths)} held-back images, batch 1, {threads} threads):\n")
+    print(report.markdown(rows))
+    print(f"written: {', '.join(paths.values())}  ({document['seconds']:.0f}s in all)")
+    return {**document, "rows": rows, "ok": conversion.ok}
+
+
+def _latency(call, runs: int) -> dict:
+    figures = measure(call, runs=runs)
+    return {"p50_ms": figures["p50_ms"], "p90_ms": figures["p90_ms"], "latency": figures}
+
+
+def _accuracy(scores: np.ndarray, truth: list) -> dict:
+    acc = accuracy(scores, truth)
+    return {"top1": acc["top1"], "top5": acc["top5"]}
+
+
+def _name(labels, index) -> str | None:
+    if index is None:
+        return None
+    return labels[index] if labels else str(index)

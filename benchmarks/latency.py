@@ -1,0 +1,41 @@
+"""Latency of a callable: warm-up, then timed runs, summarised as percentiles."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def measure(run: Callable[[], object], runs: int = 50, warmup: int = 5) -> dict:
+    """Milliseconds per call: p50, p90, p99, mean, std over `runs` calls after `warmup`."""
+    for _ in range(warmup):
+        run()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        run()
+        times[i] = (time.perf_counter_ns() - start) / 1e6
+    return {
+        "runs": runs,
+        "p50_ms": float(np.percentile(times, 50)),
+        "p90_ms": float(np.percentile(times, 90)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "mean_ms": float(times.mean()),
+        "std_ms": float(times.std()),
+    }
+
+
+def keras_call(model, x: np.ndarray) -> Callable[[], object]:
+    """The fair Keras baseline: the model traced once as a tf.function, called on one batch."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda t: model(t, training=False), jit_compile=False)
+    tensor = tf.constant(x)
+    return lambda: fn(tensor).numpy()
+
+
+def artifact_call(classifier, x: np.ndarray) -> Callable[[], object]:
+    """One backend invoke on an already prepared input."""
+    prepared = classifier.prepare(x)
+    return lambda: classifier.backend.run(prepared)

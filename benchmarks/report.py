@@ -1,0 +1,81 @@
+"""The comparison table: Markdown for people, JSON for machines, a PNG for the eye."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgelite.files import write_atomic, write_json
+
+COLUMNS = [  # (key, heading, format)
+    ("name", "model", "{}"),
+    ("size_mb", "size MB", "{:.2f}"),
+    ("p50_ms", "p50 ms", "{:.2f}"),
+    ("p90_ms", "p90 ms", "{:.2f}"),
+    ("speedup", "speed-up", "{:.1f}x"),
+    ("top1", "top-1", "{:.1%}"),
+    ("top5", "top-5", "{:.1%}"),
+    ("agreement", "agreement", "{:.1%}"),
+    ("max_abs_diff", "max abs dp", "{:.1e}"),
+]
+
+
+def add_speedups(rows: list[dict]) -> list[dict]:
+    """Speed-up of each row's p50 against the first row (the Keras reference)."""
+    base = rows[0].get("p50_ms") if rows else None
+    for row in rows:
+        if base and row.get("p50_ms"):
+            row["speedup"] = base / row["p50_ms"]
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    rule = "|" + "|".join("---" if k == "name" else "---:" for k, _, _ in COLUMNS) + "|"
+    lines = [head, rule]
+    for row in rows:
+        cells = [fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Latency against top-1 accuracy (or agreement), one labeled point per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = "top1" if all(r.get("top1") is not None for r in rows) else "agreement"
+    points = [r for r in rows if r.get("p50_ms") and r.get(metric) is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in points:
+        ax.scatter(r["p50_ms"], r[metric] * 100)
+        ax.annotate(r["name"], (r["p50_ms"], r[metric] * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency p50, ms (batch 1, log scale)")
+    ax.set_ylabel("top-1 accuracy %" if metric == "top1" else "top-1 agreement with Keras %")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.part.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def save(rows: list[dict], out_dir: Path, extra: dict, title: str) -> dict:
+    """results.json, results.md and results.png in out_dir; returns the paths."""
+    table = markdown(rows)
+    paths = {
+        "json": write_json(out_dir / "results.json", {**extra, "rows": rows}),
+        "markdown": write_atomic(out_dir / "results.md", f"# {title}\n\n{table}"),
+        "plot": plot(rows, out_dir / "results.png", title),
+    }
+    return {k: str(v) for k, v in paths.items() if v}
+
+
+def load(out_dir: Path) -> dict:
+    return json.loads((Path(out_dir) / "results.json").read_text())
