@@ -131,6 +131,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         "task": "image-classification",
         "labels": labels,
         "preprocess": spec.to_dict(),
+        "outputs": "probabilities" if _are_probabilities(reference) else "logits",
         "source": {"file": model_path.name, "sha256": sha256(model_path)},
         "edgelite_version": edgelite.__version__,
     }
@@ -167,6 +168,7 @@ def _export_one(model, fmt, tmp, out_dir, stem, calibration_batches, io_type, nc
         layout = "NCHW" if family == "onnx" and nchw else "NHWC"
         artifact_spec = PreprocessSpec.from_dict({**spec.to_dict(), "layout": layout})
         classifier = Classifier(staged, labels=labels, preprocess=artifact_spec)
+        classifier.probabilities = document["outputs"] == "probabilities"
         inputs = checks.transpose(0, 3, 1, 2) if layout == "NCHW" else checks
         scores = np.concatenate([classifier.scores(classifier.prepare(x[None])) for x in inputs])
         artifact.scores = scores
@@ -185,6 +187,10 @@ def _export_one(model, fmt, tmp, out_dir, stem, calibration_batches, io_type, nc
         artifact.error, artifact.path = str(exc), None
     artifact.seconds = time.perf_counter() - started
     return artifact
+
+
+def _are_probabilities(outputs: np.ndarray) -> bool:
+    return bool(outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
 
 
 def _recipe(fmt: str, io_type: str, nchw: bool, calibration_batches) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeliteError
+from .quiet import quiet
 
 METADATA_KEY = "edgelite"
 
@@ -45,8 +46,9 @@ class LiteRTBackend:
             raise EdgeliteError("no TFLite interpreter installed: pip install 'edgelite[tflite]'")
         self.path = path
         try:
-            self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with quiet():  # LiteRT logs its delegate choice on stderr
+                self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise EdgeliteError(f"{path}: not a valid TFLite model ({str(exc).strip().splitlines()[0]})") from None
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]

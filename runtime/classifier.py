@@ -55,13 +55,23 @@ def read_sidecar(model_path: str | Path) -> dict | None:
         raise EdgeliteError(f"cannot read {path}: {exc}") from None
 
 
-def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0) -> np.ndarray:
-    """Dequantize a model output [N, C] and turn logits into probabilities if needed."""
+def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0,
+                       probabilities: bool | None = None) -> np.ndarray:
+    """Dequantize a model output [N, C]; softmax it unless it already holds probabilities.
+
+    `probabilities` comes from the model's metadata; when unknown it is read off the
+    output: a quantized softmax has TFLite's fixed scale 1/256, a float one sums to 1.
+    """
     out = raw.astype(np.float32)
     if scale:
         out = (out - zero_point) * scale
     out = out.reshape(out.shape[0], -1)
-    if out.min() < 0 or not np.allclose(out.sum(axis=1), 1.0, atol=0.05):
+    if probabilities is None:
+        if scale:
+            probabilities = abs(scale - 1 / 256) < 1e-9 and zero_point in (-128, 0)
+        else:
+            probabilities = out.min() >= 0 and out.max() <= 1 and np.allclose(out.sum(axis=1), 1.0, atol=0.02)
+    if not probabilities:
         shifted = np.exp(out - out.max(axis=1, keepdims=True))
         out = shifted / shifted.sum(axis=1, keepdims=True)
     return out
@@ -88,23 +98,40 @@ class Classifier:
         if self.labels is not None and n_out and len(self.labels) != n_out:
             raise EdgeliteError(f"{len(self.labels)} labels for a model with {n_out} outputs")
         self.spec = self._resolve_spec(preprocess)
+        outputs = self.metadata.get("outputs")  # "probabilities" or "logits" when known
+        self.probabilities = None if outputs is None else outputs == "probabilities"
 
     def _resolve_spec(self, preprocess) -> PreprocessSpec:
         if isinstance(preprocess, PreprocessSpec):
             return preprocess
         if preprocess is None and "preprocess" in self.metadata:
             return PreprocessSpec.from_dict(self.metadata["preprocess"])
+        if preprocess is None and self.input.dtype in (np.uint8, np.int8) and self.input.scale:
+            return self._pixel_spec()
         if preprocess is None:
             raise EdgeliteError(
-                f"{self.path.name} carries no preprocessing: pass --preprocess PRESET "
+                f"{self.path.name} carries no preprocessing and takes float input: pass --preprocess PRESET "
                 f"(mobilenet, unit, raw, caffe, torch) or put a {sidecar_path(self.path).name} beside it"
             )
+        layout, size = self._layout_and_size()
+        return PreprocessSpec(size=size, preset=preprocess, layout=layout)
+
+    def _pixel_spec(self) -> PreprocessSpec:
+        """A quantized input with no metadata takes raw pixels (uint8, or pixel-128 for int8):
+        its own scale and zero point define what float range the pixels stand for."""
+        scale, zero_point = self.input.scale, self.input.zero_point
+        mean = zero_point + (128 if self.input.dtype == np.int8 else 0)
+        layout, (height, width) = self._layout_and_size()
+        return PreprocessSpec(size=(height, width), preset="custom", layout=layout, channel_order="RGB",
+                              mean=(float(mean),) * 3, std=(1 / scale,) * 3)
+
+    def _layout_and_size(self) -> tuple[str, tuple[int, int]]:
         shape = self.input.shape
         layout = "NCHW" if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"
         height, width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
         if not height or not width:
             raise EdgeliteError(f"{self.path.name} has a dynamic input size: give a spec JSON with a size")
-        return PreprocessSpec(size=(height, width), preset=preprocess, layout=layout)
+        return layout, (height, width)
 
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else str(index)
@@ -124,7 +151,7 @@ class Classifier:
         if batch.shape[1:] != expected and None not in expected:
             raise EdgeliteError(f"input of shape {batch.shape[1:]} where the model takes {expected}")
         raw = self.backend.run(batch)
-        return scores_from_output(raw, self.output.scale, self.output.zero_point)
+        return scores_from_output(raw, self.output.scale, self.output.zero_point, self.probabilities)
 
     def top_k(self, probabilities: np.ndarray, k: int = 5) -> list[Prediction]:
         order = np.argsort(-probabilities, kind="stable")[:k]

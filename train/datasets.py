@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+DIGIT_NAMES = [str(d) for d in range(10)]  # folder names sort in numeric order
 
 
 def write_digits(folder: str | Path, size: int = 32) -> Path:
