@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+
+from edgelite import Classifier, EdgeliteError
+from edgelite.convert import FORMATS, convert
+from edgelite.convert.verify import parity
+
+
+def test_every_format_exported_and_verified(converted):
+    assert [a.format for a in converted.artifacts] == list(FORMATS)
+    for a in converted.artifacts:
+        assert a.error is None, a.error
+        assert a.path.is_file() and a.size == a.path.stat().st_size
+        assert a.passed, (a.format, a.parity)
+        limit = 0.995 if a.precision in ("fp32", "fp16") else 0.95
+        assert a.parity["top1_agreement"] >= limit
+    by = {a.format: a for a in converted.artifacts}
+    assert by["tflite-fp32"].parity["max_abs_diff"] < 1e-4
+    assert by["onnx-fp32"].parity["max_abs_diff"] < 1e-4
+    assert by["tflite-int8"].size < by["tflite-fp32"].size / 2
+
+
+def test_artifacts_carry_their_metadata_inside_and_beside(converted, trained):
+    for a in converted.artifacts:
+        clf = Classifier(a.path)  # no flags: it configures itself
+        meta = clf.metadata
+        assert meta["format"] == a.format
+        assert meta["labels"] == trained.labels
+        assert meta["preprocess"]["preset"] == "unit"
+        assert meta["parity"] == a.parity
+        assert len(meta["source"]["sha256"]) == 64
+        assert meta["outputs"] == "probabilities"
+        sidecar = json.loads(a.path.with_name(a.path.name + ".json").read_text())
+        assert sidecar == meta
+    int8 = Classifier(converted.artifacts[3].path)
+    assert int8.metadata["quantization"]["calibration_images"] == 100
+    assert int8.input.dtype == np.int8
+
+
+def test_exported_model_predicts_the_true_class(converted, trained):
+    clf = Classifier(next(a.path for a in converted.artifacts if a.format == "tflite-int8"))
+    hits = [clf.predict(path, top_k=1)[0].index == label for path, label in trained.val[:60]]
+    assert np.mean(hits) > 0.8
+
+
+def test_existing_output_is_not_overwritten(converted, trained):
+    out = converted.artifacts[0].path.parent
+    with pytest.raises(EdgeliteError, match="--force"):
+        convert(trained.model_path, out, [], [p for p, _ in trained.val[:5]], formats=["tflite-fp32"], verbose=False)
+
+
+def test_not_a_model_is_one_clear_error(tmp_path, trained):
+    fake = tmp_path / "model.keras"
+    fake.write_text("hello")
+    check = [p for p, _ in trained.val[:3]]
+    with pytest.raises(EdgeliteError, match="not a Keras model"):
+        convert(fake, tmp_path / "out", [], check, formats=["tflite-fp32"], verbose=False)
+    with pytest.raises(EdgeliteError, match="no calibration images"):
+        convert(trained.model_path, tmp_path / "out2", [], check, formats=["tflite-int8"], verbose=False)
+
+
+def test_parity_arithmetic():
+    ref = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    art = np.array([[0.6, 0.3, 0.1], [0.5, 0.3, 0.2]])
+    p = parity(ref, art)
+    assert p["top1_agreement"] == 0.5
+    assert p["max_abs_diff"] == pytest.approx(0.4)
+    assert p["mean_abs_diff"] == pytest.approx((0.1 + 0.1 + 0 + 0.4 + 0 + 0.4) / 6)

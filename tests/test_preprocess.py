@@ -1,0 +1,119 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgelite import EdgeliteError, PreprocessSpec, load_image, to_input
+from edgelite.preprocess import quantize, resize, to_float
+
+
+def png_bytes(image: Image.Image, fmt="PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_presets_map_pixels_as_documented():
+    image = Image.new("RGB", (4, 4), (0, 255, 51))
+    cases = {
+        "mobilenet": [-1.0, 1.0, 51 / 127.5 - 1],
+        "unit": [0.0, 1.0, 0.2],
+        "raw": [0.0, 255.0, 51.0],
+        "caffe": [51 - 103.939, 255 - 116.779, 0 - 123.68],  # BGR order
+    }
+    for preset, expected in cases.items():
+        spec = PreprocessSpec(size=(4, 4), preset=preset)
+        np.testing.assert_allclose(to_float(image, spec)[0, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_nchw_layout_and_batch_dim():
+    spec = PreprocessSpec(size=(8, 6), preset="unit", layout="NCHW")
+    x = to_input(Image.new("RGB", (30, 20), (255, 0, 0)), spec)
+    assert x.shape == (1, 3, 8, 6) and x.dtype == np.float32
+    assert np.allclose(x[0, 0], 1.0) and np.allclose(x[0, 1:], 0.0)
+
+
+def test_center_crop_keeps_the_middle():
+    # a wide image: left and right thirds black, middle white; the crop sees only white
+    pixels = np.zeros((100, 300, 3), np.uint8)
+    pixels[:, 100:200] = 255
+    spec = PreprocessSpec(size=(10, 10), preset="raw", crop_fraction=0.875)
+    out = np.asarray(resize(Image.fromarray(pixels), spec))
+    assert out.shape == (10, 10, 3)
+    assert out.min() == 255
+    stretched = np.asarray(resize(Image.fromarray(pixels), PreprocessSpec(size=(10, 10), preset="raw", resize="stretch")))
+    assert stretched[:, 0].max() == 0 and stretched[:, 5].min() == 255
+
+
+def test_quantized_input_uses_model_scale_and_zero_point():
+    spec = PreprocessSpec(size=(2, 2), preset="mobilenet")
+    x = to_input(Image.new("RGB", (2, 2), (0, 128, 255)), spec, np.uint8, (1 / 128, 128))
+    assert x.dtype == np.uint8
+    assert x[0, 0, 0].tolist() == [0, 129, 255]  # 128/127.5 - 1 = 0.0039 -> 0.502 steps -> 129
+    identity = PreprocessSpec(size=(2, 2), preset="custom", channel_order="RGB", mean=(128,) * 3, std=(128,) * 3)
+    x = to_input(Image.new("RGB", (2, 2), (0, 128, 255)), identity, np.uint8, (1 / 128, 128))
+    assert x[0, 0, 0].tolist() == [0, 128, 255]
+    assert quantize(np.array([-2.0, 0.0, 2.0]), np.dtype(np.int8), 0.01, 0).tolist() == [-128, 0, 127]
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "1"])
+def test_every_mode_becomes_rgb(mode):
+    image = Image.new("RGB", (5, 4), (200, 100, 50)).convert(mode)
+    out = load_image(png_bytes(image, "TIFF") if mode in ("CMYK", "I;16", "I") else png_bytes(image))
+    assert out.mode == "RGB" and out.size == (5, 4)
+
+
+def test_transparent_pixels_go_on_white():
+    image = Image.new("RGBA", (2, 2), (0, 0, 0, 0))
+    assert load_image(png_bytes(image)).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    out = load_image(png_bytes(image, "JPEG", exif=exif.tobytes()))
+    assert out.size == (20, 40)
+
+
+def test_first_frame_of_animation():
+    frames = [Image.new("RGB", (6, 6), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    assert load_image(buf.getvalue()).getpixel((0, 0))[0] > 200
+
+
+def test_jpeg_draft_gives_the_same_shape():
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), np.uint8))
+    spec = PreprocessSpec(size=(224, 224), preset="mobilenet")
+    assert to_float(png_bytes(big, "JPEG"), spec).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", png_bytes(Image.new("RGB", (50, 50)), "JPEG")[:200]])
+def test_bad_bytes_raise_one_clear_error(data):
+    with pytest.raises(EdgeliteError, match="not a readable image"):
+        to_float(data, PreprocessSpec(size=(8, 8)))
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(EdgeliteError, match="cannot read"):
+        load_image(tmp_path / "nope.jpg")
+
+
+def test_decompression_bomb_is_refused(monkeypatch):
+    monkeypatch.setattr("edgelite.preprocess.MAX_PIXELS", 100)
+    with pytest.raises(EdgeliteError, match="over the"):
+        load_image(png_bytes(Image.new("RGB", (20, 20))))
+
+
+def test_spec_round_trips_through_json_dict():
+    spec = PreprocessSpec(size=(96, 128), preset="torch", resize="stretch", layout="NCHW")
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    custom = PreprocessSpec(size=(3, 3), preset="custom", channel_order="RGB", mean=(1, 2, 3), std=(4, 5, 6))
+    assert PreprocessSpec.from_dict(custom.to_dict()) == custom
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(EdgeliteError, match="unknown preprocessing preset"):
+        PreprocessSpec(preset="imagenet-ish")
