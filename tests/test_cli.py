@@ -1,0 +1,93 @@
+import json
+
+import pytest
+
+from conftest import run_cli, shared
+
+COMMANDS = ["demo", "convert", "predict", "bench", "train"]
+
+
+def test_help_lists_every_subcommand():
+    done = run_cli("--help")
+    assert done.returncode == 0
+    for command in COMMANDS:
+        assert command in done.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_subcommand_has_help(command):
+    done = run_cli(command, "--help")
+    assert done.returncode == 0 and f"usage: edgelite {command}" in done.stdout
+
+
+def test_predict_plain_and_json(artifact, trained):
+    path, label = trained.val[0]
+    done = run_cli("predict", artifact["tflite-int8"], path, "--top-k", "2")
+    assert done.returncode == 0, done.stderr
+    assert str(path) in done.stdout and "  1. " in done.stdout and "  3. " not in done.stdout
+    done = run_cli("predict", artifact["onnx-int8"], path, path, "--json")
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == 2 and len(lines[0]["predictions"]) == 5
+    assert lines[0]["predictions"][0]["label"] == trained.labels[lines[0]["predictions"][0]["index"]]
+
+
+def test_predict_reports_bad_files_and_goes_on(artifact, trained, tmp_path):
+    bad = tmp_path / "text.jpg"
+    bad.write_text("I am not a JPEG")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    good = trained.val[0][0]
+    done = run_cli("predict", artifact["tflite-fp32"], bad, good, empty)
+    assert done.returncode == 1
+    assert str(good) in done.stdout
+    errors = [line for line in done.stderr.splitlines() if line.startswith("edgelite: error:")]
+    assert len(errors) == 2 and "text.jpg" in errors[0] and "empty.png" in errors[1]
+    assert "Traceback" not in done.stderr
+    assert "2 of 3 images failed" in done.stderr
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: tmp / "missing.tflite",
+    lambda tmp: (tmp / "fake.tflite").write_bytes(b"junk") and tmp / "fake.tflite",
+    lambda tmp: (tmp / "fake.onnx").write_bytes(b"junk") and tmp / "fake.onnx",
+])
+def test_predict_bad_model_is_one_line(make, tmp_path, trained):
+    done = run_cli("predict", make(tmp_path), trained.val[0][0])
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("edgelite: error:")
+
+
+def test_predict_third_party_model_needs_only_labels():
+    model = shared("data/third-party-models/mobilenet_v2_1.0_224_quant.tflite")
+    labels = shared("data/third-party-models/imagenet_labels.txt")
+    photo = shared("data/imagenet-sample/n02129604_tiger.JPEG")
+    done = run_cli("predict", model, photo, "--labels", labels, "--top-k", "1")
+    assert done.returncode == 0, done.stderr
+    assert "tiger, Panthera tigris" in done.stdout
+
+
+def test_bench_prints_a_latency_table(artifact):
+    done = run_cli("bench", artifact["tflite-int8"], artifact["onnx-fp32"], "--runs", "5")
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| model_")]
+    assert len(rows) == 2 and "p50 ms" in done.stdout
+
+
+def test_convert_cli_writes_and_refuses_to_overwrite(trained, digits, tmp_path):
+    out = tmp_path / "out"
+    args = ["convert", trained.model_path, "--calib", digits / "1", "--check", digits / "7",
+            "--out", out, "--formats", "tflite-fp32", "onnx-fp32", "--calib-count", "5"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert "tflite-fp32" in done.stdout and "ok" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model_fp32.onnx", "model_fp32.onnx.json", "model_fp32.tflite", "model_fp32.tflite.json"]
+    again = run_cli(*args)
+    assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
+    assert run_cli(*args, "--force").returncode == 0
+
+
+def test_convert_cli_empty_calibration_folder(trained, tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = run_cli("convert", trained.model_path, "--calib", tmp_path / "empty", "--out", tmp_path / "o")
+    assert done.returncode == 2 and "no images" in done.stderr
