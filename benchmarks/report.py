@@ -49,11 +49,21 @@ def plot(rows: list[dict], path: Path, title: str) -> Path | None:
     points = [r for r in rows if r.get("p50_ms") and r.get(metric) is not None]
     if not points:
         return None
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in points:
-        ax.scatter(r["p50_ms"], r[metric] * 100)
-        ax.annotate(r["name"], (r["p50_ms"], r[metric] * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    markers = "osD^vP*X"
+    for i, r in enumerate(points):
+        size = f", {r['size_mb']:.2f} MB" if r.get("size_mb") else ""
+        ax.scatter(r["p50_ms"], r[metric] * 100, s=60, marker=markers[i % len(markers)], alpha=0.8,
+                   label=f"{r['name']}{size}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize=8, loc="best")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, min(high, 100.5))
     ax.set_xlabel("latency p50, ms (batch 1, log scale)")
     ax.set_ylabel("top-1 accuracy %" if metric == "top1" else "top-1 agreement with Keras %")
     ax.set_title(title)

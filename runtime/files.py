@@ -67,32 +67,30 @@ def prepare_out_dir(path: str | Path, force: bool) -> Path:
 
 def write_atomic(path: str | Path, data: bytes | str, force: bool = True) -> Path:
     """Write via a temporary file in the same folder and rename it into place."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise EdgeliteError(f"{path} already exists (use --force to overwrite)")
     payload = data.encode() if isinstance(data, str) else data
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise EdgeliteError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+
+    def stage(tmp: Path) -> None:
+        tmp.write_bytes(payload)
+
+    return _into_place(Path(path), stage, force)
 
 
 def move_atomic(src: str | Path, dst: str | Path, force: bool = True) -> Path:
-    """Move a finished temporary file into place (same filesystem: an atomic rename)."""
-    dst = Path(dst)
-    if dst.exists() and not force:
-        raise EdgeliteError(f"{dst} already exists (use --force to overwrite)")
+    """Move a finished file into place: copied beside the target, then renamed over it."""
+    return _into_place(Path(dst), lambda tmp: shutil.move(str(src), tmp), force)
+
+
+def _into_place(path: Path, stage, force: bool) -> Path:
+    if path.exists() and not force:
+        raise EdgeliteError(f"{path} already exists (use --force to overwrite)")
+    tmp = path.with_name(f".{path.name}.part")
     try:
-        tmp = dst.with_name(f".{dst.name}.part")
-        shutil.move(str(src), tmp)
-        os.replace(tmp, dst)
+        stage(tmp)
+        os.replace(tmp, path)
     except OSError as exc:
-        raise EdgeliteError(f"cannot write {dst}: {exc.strerror or exc}") from None
-    return dst
+        tmp.unlink(missing_ok=True)
+        raise EdgeliteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def write_json(path: str | Path, obj, force: bool = True) -> Path:
