@@ -19,11 +19,30 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: str | Path, unsafe: bool = False):
-    """A Keras model from .keras, .h5 (Keras 3 or legacy Keras 2) or a SavedModel folder."""
+APPLICATIONS = {"mobilenetv2": "MobileNetV2"}
+
+
+def source_of(path: str | Path, weights: str | None = None) -> dict:
+    """What the artifacts were made from: file name and sha256 (of the weights for a named model)."""
+    path = Path(path)
+    if path.exists():
+        return {"file": path.name, "sha256": sha256(path)}
+    source = {"file": str(path), "application": APPLICATIONS[str(path).lower()], "weights": weights}
+    if weights and Path(weights).exists():
+        source["sha256"] = sha256(weights)
+    return source
+
+
+def load_model(path: str | Path, unsafe: bool = False, weights: str | None = None):
+    """A Keras model from .keras, .h5 (Keras 3 or legacy Keras 2), a SavedModel folder,
+    or an application by name ("mobilenetv2") with weights "imagenet" or a file."""
     import keras
 
     path = Path(path)
+    if not path.exists() and str(path).lower() in APPLICATIONS:
+        return _load_application(str(path).lower(), weights)
+    if weights:
+        raise EdgeliteError("--weights goes with a model name (mobilenetv2), not a model file")
     if not path.exists():
         raise EdgeliteError(f"no such model: {path}")
     suffix = path.suffix.lower()
@@ -45,6 +64,20 @@ def load_model(path: str | Path, unsafe: bool = False):
     raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5 or a SavedModel folder)")
 
 
+def _load_application(name: str, weights: str | None):
+    import keras
+
+    builder = getattr(keras.applications, APPLICATIONS[name])
+    weights = weights or "imagenet"
+    if weights != "imagenet" and not Path(weights).is_file():
+        raise EdgeliteError(f"no such weights file: {weights}")
+    try:
+        return builder(weights=weights)
+    except Exception as exc:
+        hint = " (no network? pass --weights PATH.h5)" if weights == "imagenet" else ""
+        raise EdgeliteError(f"cannot build {APPLICATIONS[name]} with weights {weights}{hint}: {_first_line(exc)}") from None
+
+
 def _load_h5(path: Path, unsafe: bool):
     import h5py
     import keras
@@ -62,7 +95,7 @@ def _load_h5(path: Path, unsafe: bool):
                 "for legacy Keras 2 files install tf-keras"
             ) from None
         try:
-            return tf_keras.models.load_model(path, compile=False)
+            return tf_keras.models.load_model(path, compile=False, safe_mode=not unsafe)
         except Exception as keras2_error:
             raise EdgeliteError(
                 f"{path}: neither Keras 3 ({_first_line(keras3_error)}) nor Keras 2 "

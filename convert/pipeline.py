@@ -1,7 +1,6 @@
 """`convert()`: one Keras model -> verified, self-describing TFLite and ONNX artifacts."""
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -13,14 +12,15 @@ import numpy as np
 from tqdm import tqdm
 
 import edgelite
-from edgelite.classifier import Classifier, read_labels, read_sidecar, sidecar_path
+from edgelite.classifier import Classifier, sidecar_path
 from edgelite.errors import EdgeliteError
 from edgelite.files import move_atomic, prepare_out_dir, write_json
-from edgelite.preprocess import PRESETS, PreprocessSpec, batch
+from edgelite.preprocess import PreprocessSpec, batch
 from edgelite.quiet import import_tensorflow, quiet
 
 from . import onnx_export, tflite
-from .loading import load_model, sha256
+from .loading import load_model, source_of
+from .resolve import resolve_labels, resolve_spec
 from .verify import THRESHOLDS, parity, passes
 
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
@@ -56,51 +56,16 @@ class Conversion:
         return all(a.passed for a in self.artifacts)
 
 
-def resolve_spec(model, model_path: Path, preprocess: PreprocessSpec | str | None) -> PreprocessSpec:
-    """The preprocessing: given, recorded beside the model, or known for its family. Never guessed."""
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[3] != 3 or None in shape[1:3]:
-        raise EdgeliteError(f"cannot infer an image input from shape {shape}: expected [N, H, W, 3]")
-    size = (shape[1], shape[2])
-    if isinstance(preprocess, PreprocessSpec):
-        return preprocess
-    if isinstance(preprocess, str) and preprocess.endswith(".json"):
-        try:
-            document = json.loads(Path(preprocess).read_text())
-        except (OSError, ValueError) as exc:
-            raise EdgeliteError(f"cannot read preprocessing spec {preprocess}: {exc}") from None
-        return PreprocessSpec.from_dict({"size": size, **document})
-    if preprocess:
-        return PreprocessSpec(size=size, preset=preprocess)
-    recorded = read_sidecar(model_path) or {}
-    if "preprocess" in recorded:
-        return PreprocessSpec.from_dict(recorded["preprocess"])
-    if "mobilenetv2" in model.name.lower().replace("_", ""):
-        return PreprocessSpec(size=size, preset="mobilenet")
-    raise EdgeliteError(
-        f"cannot tell how {model_path.name} expects its pixels: pass --preprocess "
-        f"({', '.join(PRESETS)} or a spec .json)"
-    )
-
-
-def resolve_labels(model_path: Path, labels, classes: int) -> list[str] | None:
-    if isinstance(labels, (str, Path)):
-        labels = read_labels(labels)
-    if labels is None:
-        labels = (read_sidecar(model_path) or {}).get("labels")
-    if labels is not None and len(labels) != classes:
-        raise EdgeliteError(f"{len(labels)} labels for a model with {classes} outputs")
-    return labels
-
-
 def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, check: Sequence,
             formats: Sequence[str] = FORMATS, preprocess=None, labels=None, force: bool = False,
             unsafe: bool = False, thresholds: dict | None = None, io_type: str = "int8",
-            nchw: bool = False, verbose: bool = True) -> Conversion:
+            nchw: bool = False, weights: str | None = None, verbose: bool = True) -> Conversion:
     """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
 
-    `calibration` and `check` are image paths (or PIL images); both go through the
-    runtime's own preprocessing. A format that fails is reported; the others go on.
+    `model_path` is a model file or folder, or an application name ("mobilenetv2") with
+    `weights` ("imagenet" or a file). `calibration` and `check` are image paths (or PIL
+    images); both go through the runtime's own preprocessing. A format that fails is
+    reported; the others go on. `thresholds` maps a precision to its minimum agreement.
     """
     model_path = Path(model_path)
     unknown = [f for f in formats if f not in FORMATS]
@@ -113,10 +78,12 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         raise EdgeliteError("no calibration images (int8 formats need some)")
     out_dir = prepare_out_dir(out_dir, force)
     import_tensorflow()
-    model = load_model(model_path, unsafe)
-    spec = resolve_spec(model, model_path, preprocess)
+    model = load_model(model_path, unsafe, weights)
+    source = source_of(model_path, weights)
+    known_path = model_path if model_path.exists() else None
+    spec = resolve_spec(model, known_path, preprocess)
     classes = int(model.outputs[0].shape[-1])
-    labels = resolve_labels(model_path, labels, classes)
+    labels = resolve_labels(known_path, labels, classes)
 
     say = print if verbose else (lambda *a, **k: None)
     calib = batch(tqdm(calibration, desc="calibration images", disable=not verbose), spec) if needs_calibration else None
@@ -132,14 +99,14 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         "labels": labels,
         "preprocess": spec.to_dict(),
         "outputs": "probabilities" if _are_probabilities(reference) else "logits",
-        "source": {"file": model_path.name, "sha256": sha256(model_path)},
+        "source": source,
         "edgelite_version": edgelite.__version__,
     }
     artifacts = []
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".convert-") as tmp:
         tmp = Path(tmp)
         for fmt in formats:
-            artifact = _export_one(model, fmt, tmp, out_dir, model_path.stem, calibration_batches,
+            artifact = _export_one(model, fmt, tmp, out_dir, Path(source["file"]).stem, calibration_batches,
                                    io_type, nchw, spec, labels, checks, reference, document,
                                    thresholds, force)
             say(_summary(artifact))
@@ -174,8 +141,9 @@ def _export_one(model, fmt, tmp, out_dir, stem, calibration_batches, io_type, nc
         artifact.scores = scores
         artifact.parity = parity(reference, scores)
         artifact.passed = passes(artifact.parity, precision, thresholds)
+        meta_thresholds = {**THRESHOLDS, **(thresholds or {})}
         meta = {**document, "format": fmt, "preprocess": artifact_spec.to_dict(),
-                "quantization": recipe, "parity": artifact.parity}
+                "quantization": recipe, "parity": {**artifact.parity, "min_agreement": meta_thresholds[precision]}}
         if family == "tflite":
             staged.write_bytes(tflite.embed_metadata(staged.read_bytes(), meta))
         else:
@@ -197,11 +165,11 @@ def _recipe(fmt: str, io_type: str, nchw: bool, calibration_batches) -> dict:
     precision = fmt.split("-", 1)[1]
     recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
     if precision == "int8":
-        recipe["activations"] = "int8"
+        recipe["activations"] = "int8" if fmt.startswith("tflite") else "uint8"
         recipe["calibration_images"] = sum(1 for _ in calibration_batches())
         recipe["io"] = io_type if fmt.startswith("tflite") else "float32"
         if fmt.startswith("onnx"):
-            recipe["method"] = "onnxruntime quantize_static QDQ, per-channel, MinMax"
+            recipe["method"] = "onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, MinMax"
     if fmt.startswith("onnx"):
         recipe["opset"] = onnx_export.OPSET
         recipe["layout"] = "NCHW" if nchw else "NHWC"

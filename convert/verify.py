@@ -30,5 +30,5 @@ def parity(reference: np.ndarray, scores: np.ndarray) -> dict:
 
 
 def passes(figures: dict, precision: str, thresholds: dict | None = None) -> bool:
-    limit = (thresholds or THRESHOLDS)[precision]
+    limit = {**THRESHOLDS, **(thresholds or {})}[precision]
     return figures["top1_agreement"] >= limit

@@ -62,12 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="Keras model -> verified TFLite and ONNX artifacts",
                        description="Export a Keras model, calibrated on your images, and check each "
                                    "artifact against Keras. Exits 1 if any falls below its threshold.")
-    p.add_argument("model", help=".keras, .h5 or SavedModel folder")
+    p.add_argument("model", help=".keras, .h5 or SavedModel folder, or 'mobilenetv2' with --weights")
+    p.add_argument("--weights", help="with a model name: 'imagenet' (downloads through Keras) or a weights file")
     p.add_argument("--calib", required=True, help="image folder (recursive) for calibration")
     p.add_argument("--check", help="image folder to verify on (default: held back from --calib)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--formats", nargs="+", help="default: all")
-    p.add_argument("--calib-count", type=int, default=200, help="calibration images (default 200)")
+    p.add_argument("--calib-count", type=int, default=200, help="calibration images (default 200, a seeded sample)")
+    p.add_argument("--min-agreement-float", type=float, default=0.995,
+                   help="least top-1 agreement with Keras for fp32/fp16 (default 0.995)")
+    p.add_argument("--min-agreement-int8", type=float, default=0.95,
+                   help="least top-1 agreement with Keras for int8 and dynamic-range (default 0.95)")
     p.add_argument("--preprocess", help="preset (mobilenet, unit, raw, caffe, torch) or spec .json")
     p.add_argument("--labels", help="labels file, one per line")
     p.add_argument("--io-type", choices=["int8", "uint8", "float32"], default="int8",
@@ -125,7 +130,7 @@ def _demo(args) -> int:
 
 def _convert(args) -> int:
     from edgelite.convert import FORMATS, convert
-    from edgelite.files import find_images, split
+    from edgelite.files import choose, find_images, split
 
     images = find_images([args.calib])
     if not images:
@@ -133,10 +138,13 @@ def _convert(args) -> int:
     if args.check:
         calibration, check = images, find_images([args.check])
     else:
-        calibration, check = split(images, 0.5)
-    result = convert(args.model, args.out, calibration[:args.calib_count], check,
+        calibration, check = split([(p, p.parent.name) for p in images], 0.5)
+        calibration, check = [p for p, _ in calibration], [p for p, _ in check]
+    fp, q = args.min_agreement_float, args.min_agreement_int8
+    result = convert(args.model, args.out, choose(calibration, args.calib_count), check,
                      formats=args.formats or FORMATS, preprocess=args.preprocess, labels=args.labels,
-                     force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw)
+                     force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
+                     weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q})
     failed = [a.format for a in result.artifacts if not a.passed]
     if failed:
         print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",

@@ -117,3 +117,13 @@ def split(items: list, fraction: float, seed: int = 0) -> tuple[list, list]:
         held.extend(group[:n_held])
         first.extend(group[n_held:])
     return first, held
+
+
+def choose(items: list, n: int, seed: int = 0) -> list:
+    """A seeded sample of n items (all of them if fewer), kept in their original order."""
+    import random
+
+    if len(items) <= n:
+        return list(items)
+    keep = set(random.Random(seed).sample(range(len(items)), n))
+    return [item for i, item in enumerate(items) if i in keep]
