@@ -60,6 +60,9 @@ def load_model(path: str | Path, unsafe: bool = False, weights: str | None = Non
     except EdgeliteError:
         raise
     except Exception as exc:
+        if "safe_mode" in str(exc):
+            raise EdgeliteError(f"{path}: the model holds Python code (e.g. a Lambda layer), which safe mode "
+                                "refuses; if you trust its source, pass --unsafe") from None
         raise EdgeliteError(f"{path}: cannot load as a Keras model ({_first_line(exc)})") from None
     raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5 or a SavedModel folder)")
 
