@@ -166,3 +166,23 @@ def test_named_mobilenetv2_with_local_weights():
     from edgelite.preprocess import PreprocessSpec
     x = to_float(photo, PreprocessSpec(size=(224, 224), preset="mobilenet"))[None]
     assert int(np.argmax(model.predict(x, verbose=0))) == 292
+
+
+def test_a_failed_format_does_not_stop_the_others(trained, tmp_path, monkeypatch):
+    from edgelite.convert import tflite
+
+    real = tflite.to_tflite
+
+    def broken_fp16(model, kind, *args, **kwargs):
+        if kind == "fp16":
+            raise EdgeliteError("TFLite fp16 conversion failed: simulated")
+        return real(model, kind, *args, **kwargs)
+
+    monkeypatch.setattr(tflite, "to_tflite", broken_fp16)
+    result = convert(trained.model_path, tmp_path / "out", [], check_images(trained, 10),
+                     formats=["tflite-fp32", "tflite-fp16", "onnx-fp32"], verbose=False)
+    assert not result.ok
+    failed = [a for a in result.artifacts if a.error]
+    assert [a.format for a in failed] == ["tflite-fp16"] and "simulated" in failed[0].error
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "model_fp32.onnx", "model_fp32.onnx.json", "model_fp32.tflite", "model_fp32.tflite.json"]
