@@ -5,6 +5,7 @@ parity checks, the benchmarks, the demo) goes through `load_image` and `to_input
 """
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -88,28 +89,10 @@ def load_image(source: ImageLike, spec: PreprocessSpec | None = None) -> Image.I
     still at least as large as what the resize needs (free speed, same result shape).
     """
     if isinstance(source, Image.Image):
-        image = source
+        image = ImageOps.exif_transpose(source)
     else:
-        name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
-        try:
-            fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
-        except OSError as exc:
-            raise EdgeliteError(f"cannot read {name}: {exc.strerror or exc}") from None
-        try:
-            with fp:
-                image = Image.open(fp)
-                if image.width * image.height > MAX_PIXELS:
-                    raise EdgeliteError(
-                        f"{name}: {image.width}x{image.height} pixels is over the {MAX_PIXELS:,} limit"
-                    )
-                if spec is not None and image.format == "JPEG":
-                    image.draft("RGB", _resize_target(image.size, spec))
-                image.load()
-        except EdgeliteError:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise EdgeliteError(f"{name}: not a readable image ({exc})") from None
-    image = ImageOps.exif_transpose(image)
+        image = _open(source, spec)
+        ImageOps.exif_transpose(image, in_place=True)  # ours to change: no copy
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -121,6 +104,28 @@ def load_image(source: ImageLike, spec: PreprocessSpec | None = None) -> Image.I
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image
+
+
+def _open(source: str | Path | bytes, spec: PreprocessSpec | None) -> Image.Image:
+    """Decode the first frame, refusing oversized images before any pixel is decoded."""
+    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+    except OSError as exc:
+        raise EdgeliteError(f"cannot read {name}: {exc.strerror or exc}") from None
+    try:
+        with fp:
+            image = Image.open(fp)
+            if image.width * image.height > MAX_PIXELS:
+                raise EdgeliteError(f"{name}: {image.width}x{image.height} pixels is over the {MAX_PIXELS:,} limit")
+            if spec is not None and image.format == "JPEG":
+                image.draft("RGB", _resize_target(image.size, spec))
+            image.load()
+            return image
+    except EdgeliteError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise EdgeliteError(f"{name}: not a readable image ({exc})") from None
 
 
 def _resize_target(image_size: tuple[int, int], spec: PreprocessSpec) -> tuple[int, int]:
@@ -146,15 +151,23 @@ def resize(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     return image.resize((width, height), Image.BILINEAR, box=(left, top, left + box_w, top + box_h))
 
 
+def pixels(image: ImageLike, spec: PreprocessSpec) -> np.ndarray:
+    """Image -> uint8 array [H, W, 3] at the model's size, in the spec's channel order."""
+    array = np.asarray(resize(load_image(image, spec), spec))
+    return array[..., ::-1] if spec.channel_order == "BGR" else array
+
+
+def _normalise(array: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    return (array.astype(np.float32) - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+
+
+def _layout(array: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    return np.ascontiguousarray(array.transpose(2, 0, 1) if spec.layout == "NCHW" else array)
+
+
 def to_float(image: ImageLike, spec: PreprocessSpec) -> np.ndarray:
     """Image -> float32 array [H, W, 3] (or [3, H, W] for NCHW), normalised per spec."""
-    pixels = np.asarray(resize(load_image(image, spec), spec), dtype=np.float32)
-    if spec.channel_order == "BGR":
-        pixels = pixels[..., ::-1]
-    array = (pixels - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    if spec.layout == "NCHW":
-        array = array.transpose(2, 0, 1)
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return _layout(_normalise(pixels(image, spec), spec), spec)
 
 
 def quantize(array: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
@@ -163,15 +176,38 @@ def quantize(array: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) 
     return np.clip(np.round(array / scale + zero_point), info.min, info.max).astype(dtype)
 
 
+@functools.lru_cache(maxsize=32)
+def pixel_table(spec: PreprocessSpec, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray | None:
+    """[256, 3] table: pixel value -> quantized input, per channel, by the float formula.
+
+    None when the table is the identity (uint8) or a plain shift by 128 (int8): such models
+    take the pixels themselves. Either way no image goes through floats.
+    """
+    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    table = quantize(_normalise(values, spec), dtype, scale, zero_point)
+    shift = 0 if dtype == np.uint8 else 128
+    if np.array_equal(table.astype(np.int16), values.astype(np.int16) - shift):
+        return None
+    return table
+
+
 def to_input(image: ImageLike, spec: PreprocessSpec, dtype=np.float32, quantization=(0.0, 0)) -> np.ndarray:
     """Image -> the exact batch-of-one array a backend wants (quantized if its input is)."""
-    array = to_float(image, spec)[None]
-    scale, zero_point = quantization
-    if np.issubdtype(np.dtype(dtype), np.integer):
+    dtype = np.dtype(dtype)
+    array = pixels(image, spec)
+    if np.issubdtype(dtype, np.integer):
+        scale, zero_point = quantization
         if not scale:
             raise EdgeliteError("the model has an integer input without quantization parameters")
-        return quantize(array, np.dtype(dtype), scale, zero_point)
-    return array.astype(dtype, copy=False)
+        if dtype not in (np.uint8, np.int8):
+            raise EdgeliteError(f"unsupported quantized input type {dtype}")
+        table = pixel_table(spec, dtype, float(scale), int(zero_point))
+        if table is not None:
+            array = table[array, np.arange(3)]
+        elif dtype == np.int8:
+            array = (array ^ 0x80).view(np.int8)  # p - 128 without arithmetic
+        return _layout(array, spec)[None]
+    return _layout(_normalise(array, spec), spec)[None].astype(dtype, copy=False)
 
 
 def batch(images: Sequence[ImageLike], spec: PreprocessSpec) -> np.ndarray:

@@ -117,3 +117,33 @@ def test_spec_round_trips_through_json_dict():
 def test_unknown_preset_is_refused():
     with pytest.raises(EdgeliteError, match="unknown preprocessing preset"):
         PreprocessSpec(preset="imagenet-ish")
+
+
+@pytest.mark.parametrize("preset,dtype,quantization", [
+    ("mobilenet", np.int8, (2 / 255, -1)),
+    ("mobilenet", np.uint8, (1 / 128, 128)),
+    ("unit", np.int8, (1 / 255, -128)),
+    ("caffe", np.int8, (0.9, 3)),
+    ("torch", np.uint8, (0.02, 120)),
+])
+def test_quantized_input_straight_from_pixels_equals_the_float_path(preset, dtype, quantization):
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (40, 50, 3), np.uint8))
+    for layout in ("NHWC", "NCHW"):
+        spec = PreprocessSpec(size=(16, 16), preset=preset, layout=layout)
+        direct = to_input(image, spec, dtype, quantization)
+        via_float = quantize(to_float(image, spec)[None], np.dtype(dtype), *quantization)
+        assert direct.dtype == dtype and direct.shape == via_float.shape
+        np.testing.assert_array_equal(direct, via_float)
+
+
+def test_identity_quantization_feeds_the_pixels_themselves():
+    from edgelite.preprocess import pixel_table, pixels
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (20, 20, 3), np.uint8))
+    raw = PreprocessSpec(size=(20, 20), preset="raw", resize="stretch")
+    assert pixel_table(raw, np.dtype(np.uint8), 1.0, 0) is None
+    assert pixel_table(raw, np.dtype(np.int8), 1.0, -128) is None
+    np.testing.assert_array_equal(to_input(image, raw, np.uint8, (1.0, 0))[0], pixels(image, raw))
+    np.testing.assert_array_equal(to_input(image, raw, np.int8, (1.0, -128))[0].astype(int),
+                                  pixels(image, raw).astype(int) - 128)
