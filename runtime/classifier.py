@@ -95,6 +95,8 @@ class Classifier:
             labels = read_labels(labels)
         self.labels = list(labels) if labels is not None else self.metadata.get("labels")
         n_out = self.output.shape[-1]
+        if self.labels is not None and n_out and len(self.labels) == n_out - 1:
+            self.labels = ["background", *self.labels]  # a 1001-output model with 1000 names
         if self.labels is not None and n_out and len(self.labels) != n_out:
             raise EdgeliteError(f"{len(self.labels)} labels for a model with {n_out} outputs")
         self.spec = self._resolve_spec(preprocess)

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--labels", help="labels file for models that carry none")
     p.add_argument("--preprocess", help="preprocessing preset for models that carry none")
+    p.add_argument("--annotate", metavar="OUTDIR", help="also write each image with its top-k drawn on it (PNG)")
+    p.add_argument("--force", action="store_true", help="overwrite annotated images that exist")
     p.add_argument("--backend", help="force a backend: litert or onnxruntime")
     p.add_argument("--threads", type=int)
     p.set_defaults(run=_predict)
@@ -160,8 +162,26 @@ def _predict(args) -> int:
     classifier = Classifier(args.model, backend=args.backend, threads=args.threads, labels=args.labels,
                             preprocess=args.preprocess)
     images = find_images(args.images)
+    if not images:
+        raise EdgeliteError("no images found")
+    annotate_dir = None
+    if args.annotate:
+        from pathlib import Path
+
+        from .annotate import save_annotated
+
+        annotate_dir, taken = Path(args.annotate), set()
+        try:
+            annotate_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgeliteError(f"cannot write to {annotate_dir}: {exc.strerror or exc}") from None
     failures = 0
     for result in classifier.predict_batch(images, top_k=args.top_k):
+        if result.error is None and annotate_dir is not None:
+            try:
+                save_annotated(result.source, result.predictions, annotate_dir, taken, args.force)
+            except EdgeliteError as exc:
+                result = result.__class__(result.source, None, str(exc))
         if result.error:
             failures += 1
             print(f"edgelite: error: {result.error}", file=sys.stderr)

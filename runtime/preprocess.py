@@ -117,14 +117,16 @@ def _open(source: str | Path | bytes, spec: PreprocessSpec | None) -> Image.Imag
         with fp:
             image = Image.open(fp)
             if image.width * image.height > MAX_PIXELS:
-                raise EdgeliteError(f"{name}: {image.width}x{image.height} pixels is over the {MAX_PIXELS:,} limit")
+                raise EdgeliteError(f"{name}: {image.width}x{image.height} is over the {MAX_PIXELS:,} pixel limit")
             if spec is not None and image.format == "JPEG":
                 image.draft("RGB", _resize_target(image.size, spec))
             image.load()
             return image
     except EdgeliteError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise EdgeliteError(f"{name}: over the pixel limit ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise EdgeliteError(f"{name}: not a readable image ({exc})") from None
 
 

@@ -103,7 +103,7 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 def test_decompression_bomb_is_refused(monkeypatch):
     monkeypatch.setattr("edgelite.preprocess.MAX_PIXELS", 100)
-    with pytest.raises(EdgeliteError, match="over the"):
+    with pytest.raises(EdgeliteError, match="20x20 is over the 100 pixel limit"):
         load_image(png_bytes(Image.new("RGB", (20, 20))))
 
 
