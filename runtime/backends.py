@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import mmap
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,7 @@ from .quiet import quiet
 METADATA_KEY = "edgelite"
 
 
-@dataclass(frozen=True)
-class TensorInfo:
+class TensorInfo(NamedTuple):
     shape: tuple  # None for a dynamic dimension
     dtype: np.dtype
     scale: float = 0.0  # quantization; 0.0 when not quantized
@@ -53,13 +52,14 @@ class LiteRTBackend:
             raise EdgeliteError(f"{path}: not a valid TFLite model ({str(exc).strip().splitlines()[0]})") from None
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         self._in_index, self._out_index = inp["index"], out["index"]
+        self._shape = tuple(inp["shape"])
         self.input, self.output = _tflite_info(inp), _tflite_info(out)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        current = self.interpreter.get_input_details()[0]["shape"]
-        if tuple(current) != x.shape:
+        if x.shape != self._shape:
             self.interpreter.resize_tensor_input(self._in_index, x.shape)
             self.interpreter.allocate_tensors()
+            self._shape = x.shape
         self.interpreter.set_tensor(self._in_index, x)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._out_index)
@@ -76,22 +76,27 @@ def _tflite_info(detail: dict) -> TensorInfo:
 
 def read_tflite_metadata(path: Path) -> dict | None:
     """The edgelite JSON stored as a TFLite metadata entry, or None."""
-    schema = None
-    for module in ("ai_edge_litert.schema_py_generated", "tflite_runtime.schema_py_generated",
-                   "tensorflow.lite.python.schema_py_generated"):
-        try:
-            schema = importlib.import_module(module)
-            break
-        except ImportError:
-            continue
-    if schema is None:
-        return None
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        raw = _metadata_bytes(schema, buf)  # returns a copy, so no view into buf outlives it
+        if buf.find(METADATA_KEY.encode()) < 0:
+            return None  # no entry of ours: skip loading the flatbuffer schema
+        raw = _metadata_bytes(_tflite_schema(), buf)  # a copy: no view into buf outlives it
     return json.loads(raw) if raw else None
 
 
+def _tflite_schema():
+    """The TFLite flatbuffer schema shipped with whichever interpreter package is installed."""
+    for module in ("ai_edge_litert.schema_py_generated", "tflite_runtime.schema_py_generated",
+                   "tensorflow.lite.python.schema_py_generated"):
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            continue
+    return None
+
+
 def _metadata_bytes(schema, buf) -> bytes | None:
+    if schema is None:
+        return None
     model = schema.Model.GetRootAs(buf, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
@@ -23,8 +21,7 @@ class Prediction(NamedTuple):
     score: float
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """One item of a batch run: its predictions, or the one-line reason it failed."""
 
     source: object
@@ -165,6 +162,8 @@ class Classifier:
     def predict_batch(self, items: Iterable, top_k: int = 5, workers: int | None = None) -> Iterator[Result]:
         """Predict many items in input order; images are decoded on other threads while
         the backend runs. A bad item yields a Result with its error and the run goes on."""
+        from concurrent.futures import ThreadPoolExecutor  # only batch runs pay for it
+
         workers = workers or max(1, min(4, (os.cpu_count() or 2)))
 
         def prepare(item):
@@ -182,11 +181,15 @@ class Classifier:
             while window:
                 yield self._finish(*window.popleft(), top_k)
 
+    def predict_safely(self, item, top_k: int = 5) -> Result:
+        """predict() that reports a bad item in its Result instead of raising."""
+        try:
+            return Result(item, self.predict(item, top_k))
+        except EdgeliteError as exc:
+            return Result(item, None, str(exc))
+
     def _finish(self, item, future, top_k) -> Result:
         array, error = future.result()
         if error:
             return Result(item, None, error)
-        try:
-            return Result(item, self.top_k(self.scores(array)[0], top_k))
-        except EdgeliteError as exc:
-            return Result(item, None, str(exc))
+        return self.predict_safely(array, top_k)._replace(source=item)

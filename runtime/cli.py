@@ -176,12 +176,14 @@ def _predict(args) -> int:
         except OSError as exc:
             raise EdgeliteError(f"cannot write to {annotate_dir}: {exc.strerror or exc}") from None
     failures = 0
-    for result in classifier.predict_batch(images, top_k=args.top_k):
+    results = classifier.predict_batch(images, top_k=args.top_k) if len(images) > 1 else [
+        classifier.predict_safely(images[0], args.top_k)]
+    for result in results:
         if result.error is None and annotate_dir is not None:
             try:
                 save_annotated(result.source, result.predictions, annotate_dir, taken, args.force)
             except EdgeliteError as exc:
-                result = result.__class__(result.source, None, str(exc))
+                result = result._replace(predictions=None, error=str(exc))
         if result.error:
             failures += 1
             print(f"edgelite: error: {result.error}", file=sys.stderr)

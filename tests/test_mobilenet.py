@@ -30,3 +30,29 @@ def test_all_formats_meet_the_bar(tmp_path):
     tiger = shared("data/imagenet-sample/n02129604_tiger.JPEG")
     for artifact in result.artifacts:  # self-describing: ImageNet names, no flags
         assert Classifier(artifact.path).predict(tiger, top_k=1)[0].label.startswith("tiger")
+
+    # the same model exported to TFLite and ONNX gives the same top-1 on every sample photo
+    photos = [p for p, _ in items]
+    tflite = Classifier(by["tflite-fp32"].path)
+    onnx = Classifier(by["onnx-fp32"].path)
+    tops = [[r.predictions[0].index for r in clf.predict_batch(photos, top_k=1)] for clf in (tflite, onnx)]
+    assert tops[0] == tops[1]
+
+
+def test_google_model_through_the_cli_scores_like_its_paper():
+    """`edgelite predict` on Google's uint8 MobileNetV2 over the ImageNet sample: >= 87 % top-1."""
+    import json
+
+    from conftest import run_cli
+
+    model = shared("data/third-party-models/mobilenet_v2_1.0_224_quant.tflite")
+    labels = shared("data/third-party-models/imagenet_labels.txt")
+    photos = shared("data/imagenet-sample")
+    wnids = (photos / "wnids.txt").read_text().split()
+    done = run_cli("predict", model, photos, "--labels", labels, "--json", "--top-k", "1")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == 250
+    hits = [line["predictions"][0]["index"] == wnids.index(line["image"].rsplit("/", 1)[1].split("_")[0]) + 1
+            for line in lines]
+    assert sum(hits) / len(hits) >= 0.87

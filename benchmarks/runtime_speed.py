@@ -1,0 +1,196 @@
+"""How fast the device runtime is, as ratios against the plainest code that does the same.
+
+    python -m edgelite.benchmarks.runtime_speed [--model M.tflite] [--images DIR] [--out DIR]
+
+Prints a table and writes runtime_speed.json. Ratios, not absolute times, so that a
+machine's speed cancels out; each pair is measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgelite import Classifier
+from edgelite.files import find_images, write_json
+from edgelite.preprocess import PreprocessSpec
+
+from .latency import measure
+
+SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+DEFAULT_MODEL = SHARED / "data/third-party-models/mobilenet_v2_1.0_224_quant.tflite"
+DEFAULT_LABELS = SHARED / "data/third-party-models/imagenet_labels.txt"
+DEFAULT_IMAGES = SHARED / "data/imagenet-sample"
+
+BARE_SCRIPT = """\
+import sys
+import numpy as np
+from PIL import Image
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1], num_threads=2)
+interpreter.allocate_tensors()
+inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+image = Image.open(sys.argv[2]).convert("RGB").resize(tuple(inp["shape"][2:0:-1]))
+interpreter.set_tensor(inp["index"], np.asarray(image, dtype=inp["dtype"])[None])
+interpreter.invoke()
+print(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
+"""
+
+
+def plain_pil_input(path, spec: PreprocessSpec, detail) -> np.ndarray:
+    """What tutorials do: open, convert, resize, float math, quantize."""
+    height, width = spec.size
+    image = Image.open(path).convert("RGB").resize((width, height))
+    x = (np.asarray(image, np.float32) - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    scale, zero_point = detail.scale, detail.zero_point
+    if scale:
+        info = np.iinfo(detail.dtype)
+        x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
+    return x.astype(detail.dtype)[None]
+
+
+def per_image_ms(fn, paths, repeat: int = 3) -> float:
+    """Median over `repeat` passes of the mean milliseconds per image."""
+    passes = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for p in paths:
+            fn(p)
+        passes.append((time.perf_counter() - start) * 1000 / len(paths))
+    return statistics.median(passes)
+
+
+def synthetic_photo(path: Path, width: int = 4000, height: int = 3000) -> Path:
+    """A 12-megapixel JPEG with photo-like smooth structure and grain."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([128 + 100 * np.sin(xx / 300), 128 + 100 * np.cos(yy / 200), 128 + 60 * np.sin((xx + yy) / 500)], -1)
+    rgb += np.random.default_rng(0).normal(0, 8, rgb.shape).astype(np.float32)
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
+    return path
+
+
+LAUNCHER = """\
+import json, os, subprocess, sys, time
+commands, repeat = json.loads(sys.argv[1]), int(sys.argv[2])
+runs = {name: [] for name in commands}
+for _ in range(repeat):  # interleaved, so both see the same machine state
+    for name, args in commands.items():
+        start = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status:
+            sys.exit(f"{args} failed")
+        runs[name].append([time.perf_counter() - start, usage.ru_maxrss / 1024])
+print(json.dumps(runs))
+"""
+
+
+def cold_start(model: Path, image: Path, labels: Path | None, repeat: int) -> dict:
+    """Median wall seconds and peak RSS (MiB) of fresh processes: `edgelite predict` against
+    a bare LiteRT script. They are started from a small launcher process, because a child's
+    peak RSS counts what it inherited at fork time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = Path(tmp) / "bare.py"
+        bare.write_text(BARE_SCRIPT)
+        edgelite_command = str(Path(sys.executable).with_name("edgelite"))
+        ours = [edgelite_command, "predict", str(model), str(image), "--threads", "2"]
+        if labels:
+            ours += ["--labels", str(labels)]
+        commands = {"edgelite": ours, "bare": [sys.executable, str(bare), str(model), str(image)]}
+        done = subprocess.run([sys.executable, "-c", LAUNCHER, json.dumps(commands), str(repeat)],
+                              capture_output=True, text=True, check=True)
+    runs = json.loads(done.stdout)
+    return {name: {"wall_s": statistics.median(v[0] for v in values),
+                   "peak_rss_mib": statistics.median(v[1] for v in values)} for name, values in runs.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--labels", type=Path, default=None)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=100, help="images to time (default 100)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    labels = args.labels or (DEFAULT_LABELS if args.model == DEFAULT_MODEL else None)
+
+    clf = Classifier(args.model, threads=args.threads, labels=labels)
+    paths = find_images([args.images])[: args.limit]
+    x = clf.prepare(paths[0])
+    interp = clf.backend.interpreter
+    in_index, out_index = clf.backend._in_index, clf.backend._out_index
+
+    def bare_invoke():
+        interp.set_tensor(in_index, x)
+        interp.invoke()
+        return interp.get_tensor(out_index)
+
+    results = {}
+    invoke = measure(bare_invoke, runs=300, warmup=20)["p50_ms"]
+    predict = measure(lambda: clf.predict(x), runs=300, warmup=20)["p50_ms"]
+    results["predict(array) / bare invoke"] = (predict, invoke)
+
+    ours = per_image_ms(clf.prepare, paths)
+    plain = per_image_ms(lambda p: plain_pil_input(p, clf.spec, clf.input), paths)
+    results["JPEG -> input / invoke (sample photos)"] = (ours, invoke)
+    results["plain PIL JPEG -> input / invoke"] = (plain, invoke)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        big = synthetic_photo(Path(tmp) / "12mp.jpg")
+        big_ms = per_image_ms(clf.prepare, [big] * 5)
+        big_plain = per_image_ms(lambda p: plain_pil_input(p, clf.spec, clf.input), [big] * 3, repeat=1)
+    results["12 MP JPEG -> input / invoke"] = (big_ms, invoke)
+    results["plain PIL 12 MP JPEG -> input / invoke"] = (big_plain, invoke)
+
+    sequential = per_image_ms(clf.predict, paths, repeat=2)
+    start = time.perf_counter()
+    for _ in range(2):
+        for _ in clf.predict_batch(paths):
+            pass
+    batched = (time.perf_counter() - start) * 1000 / (2 * len(paths))
+    results["folder throughput: predict_batch vs a loop of predict"] = (sequential, batched)
+
+    cold = cold_start(args.model, paths[0], labels, repeat=7)
+    results["CLI cold start wall: edgelite / bare script"] = (cold["edgelite"]["wall_s"] * 1000, cold["bare"]["wall_s"] * 1000)
+    results["CLI peak RSS: edgelite / bare script"] = (cold["edgelite"]["peak_rss_mib"], cold["bare"]["peak_rss_mib"])
+
+    goals = {
+        "predict(array) / bare invoke": "<= 1.05",
+        "JPEG -> input / invoke (sample photos)": "<= 1.0",
+        "12 MP JPEG -> input / invoke": "<= 5",
+        "folder throughput: predict_batch vs a loop of predict": ">= 1.5",
+        "CLI cold start wall: edgelite / bare script": "<= 1.25",
+        "CLI peak RSS: edgelite / bare script": "<= 1.2",
+    }
+    rows = []
+    print(f"\nruntime speed: {args.model.name}, {len(paths)} images, {args.threads} threads, "
+          f"{platform.machine()} {os.cpu_count()} cores\n")
+    print("| measure | ours | baseline | ratio | goal |\n|---|---:|---:|---:|---:|")
+    for name, (a, b) in results.items():
+        ratio = a / b
+        rows.append({"measure": name, "value": a, "baseline": b, "ratio": ratio, "goal": goals.get(name, "")})
+        print(f"| {name} | {a:.2f} | {b:.2f} | {ratio:.2f}x | {goals.get(name, '')} |")
+    print("\n(ms per call or image; MiB for RSS; throughput ratio = loop ms / batch ms per image)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = {"model": str(args.model), "images": len(paths), "threads": args.threads,
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                "date": time.strftime("%Y-%m-%d"), "rows": rows, "cold_start": cold}
+    path = write_json(args.out / "runtime_speed.json", document)
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
