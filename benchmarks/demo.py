@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
-
-import numpy as np
 
 from edgelite import Classifier
 from edgelite.errors import EdgeliteError
 from edgelite.files import find_images, prepare_out_dir, split
-from edgelite.preprocess import to_float
 
 from . import report
-from .labeled import accuracy, labeled_images
-from .latency import artifact_call, keras_call, measure
+from .bench import bench
+from .labeled import labeled_images
 
 DEMO_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
 
@@ -61,27 +57,13 @@ def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None,
                          preprocess=preprocess, labels=labels, force=True)
     classes = conversion.reference.shape[1]
     truth_of = dict(labeled_images(data, conversion.labels, classes))
-    truth = [truth_of.get(p) for p in check_paths]
-    sample = to_float(check_paths[0], conversion.spec)[None]
-
-    rows = [{
-        "name": "Keras (reference)", "format": "keras", "path": str(model),
-        "size_mb": Path(model).stat().st_size / 1e6 if Path(model).is_file() else None,
-        **_latency(keras_call(conversion.model, sample), runs),
-        **_accuracy(conversion.reference, truth), "agreement": 1.0, "max_abs_diff": 0.0,
-    }]
-    for artifact in conversion.artifacts:
-        if artifact.error:
-            rows.append({"name": artifact.format, "format": artifact.format, "error": artifact.error})
-            continue
-        classifier = Classifier(artifact.path, threads=threads)
-        rows.append({
-            "name": artifact.format, "format": artifact.format, "path": str(artifact.path),
-            "size_mb": artifact.size / 1e6, **_latency(artifact_call(classifier, sample), runs),
-            **_accuracy(artifact.scores, truth), "agreement": artifact.parity["top1_agreement"],
-            "max_abs_diff": artifact.parity["max_abs_diff"], "passed": artifact.passed,
-        })
-    report.add_speedups(rows)
+    good = [a.path for a in conversion.artifacts if not a.error]
+    print(f"     measuring latency, accuracy and cold start of the Keras model and {len(good)} artifacts ...")
+    results = bench(good, keras=model, items=[(p, truth_of.get(p)) for p in check_paths], runs=runs,
+                    threads=[threads], cold_repeat=1, preprocess=preprocess, verbose=False,
+                    title=f"edgelite demo: {Path(model).name}")
+    rows = results["rows"] + [
+        {"name": a.format, "format": a.format, "error": a.error} for a in conversion.artifacts if a.error]
 
     shown = next((a for a in conversion.artifacts if a.format == "tflite-int8" and not a.error),
                  next((a for a in conversion.artifacts if not a.error), None))
@@ -94,28 +76,13 @@ def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None,
             for p in classifier.predict(path, top_k=5):
                 print(f"      {p.score:6.3f}  {p.label}")
 
-    title = f"edgelite demo: {Path(model).name}"
-    document = {
-        "model": str(model), "data": str(data), "held_back_images": len(check_paths),
-        "calibration_images": len(calib_paths), "threads": threads, "runs": runs,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "seconds": time.perf_counter() - started,
-    }
-    paths = report.save(rows, out, document, title)
+    document = {**results, "model": str(model), "data": str(data), "held_back_images": len(check_paths),
+                "calibration_images": len(calib_paths), "seconds": time.perf_counter() - started}
+    paths = report.save(rows, out, document, document["title"])
     print(f"6. results ({len(check_paths)} held-back images, batch 1, {threads} threads):\n")
     print(report.markdown(rows))
     print(f"written: {', '.join(paths.values())}  ({document['seconds']:.0f}s in all)")
     return {**document, "rows": rows, "ok": conversion.ok}
-
-
-def _latency(call, runs: int) -> dict:
-    figures = measure(call, runs=runs)
-    return {"p50_ms": figures["p50_ms"], "p90_ms": figures["p90_ms"], "latency": figures}
-
-
-def _accuracy(scores: np.ndarray, truth: list) -> dict:
-    acc = accuracy(scores, truth)
-    return {"top1": acc["top1"], "top5": acc["top5"]}
 
 
 def _name(labels, index) -> str | None:

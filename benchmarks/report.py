@@ -1,7 +1,6 @@
 """The comparison table: Markdown for people, JSON for machines, a PNG for the eye."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgelite.files import write_atomic, write_json
@@ -11,17 +10,19 @@ COLUMNS = [  # (key, heading, format)
     ("size_mb", "size MB", "{:.2f}"),
     ("p50_ms", "p50 ms", "{:.2f}"),
     ("p90_ms", "p90 ms", "{:.2f}"),
-    ("speedup", "speed-up", "{:.1f}x"),
+    ("speedup", "speed-up", "{:.3g}x"),
     ("top1", "top-1", "{:.1%}"),
     ("top5", "top-5", "{:.1%}"),
     ("agreement", "agreement", "{:.1%}"),
     ("max_abs_diff", "max abs dp", "{:.1e}"),
+    ("cold_start_s", "cold start s", "{:.2f}"),
+    ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
 ]
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:
-    """Speed-up of each row's p50 against the first row (the Keras reference)."""
-    base = rows[0].get("p50_ms") if rows else None
+    """Speed-up of each row's p50 against the first Keras row (the compiled reference)."""
+    base = next((r.get("p50_ms") for r in rows if r.get("format") == "keras"), None)
     for row in rows:
         if base and row.get("p50_ms"):
             row["speedup"] = base / row["p50_ms"]
@@ -29,11 +30,13 @@ def add_speedups(rows: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" if k == "name" else "---:" for k, _, _ in COLUMNS) + "|"
+    """The table, leaving out columns that no row has."""
+    columns = [c for c in COLUMNS if any(row.get(c[0]) is not None for row in rows)]
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    rule = "|" + "|".join("---" if k == "name" else "---:" for k, _, _ in columns) + "|"
     lines = [head, rule]
     for row in rows:
-        cells = [fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in COLUMNS]
+        cells = [fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -76,16 +79,37 @@ def plot(rows: list[dict], path: Path, title: str) -> Path | None:
     return path
 
 
+def csv_text(rows: list[dict]) -> str:
+    """Every flat figure of every row (nested ones such as the threads sweep are flattened)."""
+    import csv
+    import io
+
+    flat = []
+    for row in rows:
+        item = {}
+        for key, value in row.items():
+            if isinstance(value, dict):
+                item.update({f"{key}_{k}": v for k, v in value.items()})
+            else:
+                item[key] = value
+        flat.append(item)
+    fields = list(dict.fromkeys(k for item in flat for k in item))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(flat)
+    return buffer.getvalue()
+
+
 def save(rows: list[dict], out_dir: Path, extra: dict, title: str) -> dict:
-    """results.json, results.md and results.png in out_dir; returns the paths."""
+    """results.json, .csv, .md and .png in out_dir; returns the paths."""
     table = markdown(rows)
     paths = {
         "json": write_json(out_dir / "results.json", {**extra, "rows": rows}),
+        "csv": write_atomic(out_dir / "results.csv", csv_text(rows)),
         "markdown": write_atomic(out_dir / "results.md", f"# {title}\n\n{table}"),
         "plot": plot(rows, out_dir / "results.png", title),
     }
     return {k: str(v) for k, v in paths.items() if v}
 
 
-def load(out_dir: Path) -> dict:
-    return json.loads((Path(out_dir) / "results.json").read_text())

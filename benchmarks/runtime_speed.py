@@ -8,14 +8,11 @@ machine's speed cancels out; each pair is measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from edgelite import Classifier
 from edgelite.files import find_images, write_json
 from edgelite.preprocess import PreprocessSpec
 
+from .coldstart import measure_processes
 from .latency import measure
 
 SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -80,39 +78,16 @@ def synthetic_photo(path: Path, width: int = 4000, height: int = 3000) -> Path:
     return path
 
 
-LAUNCHER = """\
-import json, os, subprocess, sys, time
-commands, repeat = json.loads(sys.argv[1]), int(sys.argv[2])
-runs = {name: [] for name in commands}
-for _ in range(repeat):  # interleaved, so both see the same machine state
-    for name, args in commands.items():
-        start = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        if status:
-            sys.exit(f"{args} failed")
-        runs[name].append([time.perf_counter() - start, usage.ru_maxrss / 1024])
-print(json.dumps(runs))
-"""
-
-
 def cold_start(model: Path, image: Path, labels: Path | None, repeat: int) -> dict:
-    """Median wall seconds and peak RSS (MiB) of fresh processes: `edgelite predict` against
-    a bare LiteRT script. They are started from a small launcher process, because a child's
-    peak RSS counts what it inherited at fork time."""
+    """Median wall seconds and peak RSS of `edgelite predict` against a bare LiteRT script."""
     with tempfile.TemporaryDirectory() as tmp:
         bare = Path(tmp) / "bare.py"
         bare.write_text(BARE_SCRIPT)
-        edgelite_command = str(Path(sys.executable).with_name("edgelite"))
-        ours = [edgelite_command, "predict", str(model), str(image), "--threads", "2"]
+        ours = [str(Path(sys.executable).with_name("edgelite")), "predict", str(model), str(image), "--threads", "2"]
         if labels:
             ours += ["--labels", str(labels)]
-        commands = {"edgelite": ours, "bare": [sys.executable, str(bare), str(model), str(image)]}
-        done = subprocess.run([sys.executable, "-c", LAUNCHER, json.dumps(commands), str(repeat)],
-                              capture_output=True, text=True, check=True)
-    runs = json.loads(done.stdout)
-    return {name: {"wall_s": statistics.median(v[0] for v in values),
-                   "peak_rss_mib": statistics.median(v[1] for v in values)} for name, values in runs.items()}
+        return measure_processes({"edgelite": ours, "bare": [sys.executable, str(bare), str(model), str(image)]},
+                                 repeat)
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,6 @@
 """`convert()`: one Keras model -> verified, self-describing TFLite and ONNX artifacts."""
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field

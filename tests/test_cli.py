@@ -66,13 +66,6 @@ def test_predict_third_party_model_needs_only_labels():
     assert "tiger, Panthera tigris" in done.stdout
 
 
-def test_bench_prints_a_latency_table(artifact):
-    done = run_cli("bench", artifact["tflite-int8"], artifact["onnx-fp32"], "--runs", "5")
-    assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| model_")]
-    assert len(rows) == 2 and "p50 ms" in done.stdout
-
-
 def test_convert_cli_writes_and_refuses_to_overwrite(trained, digits, tmp_path):
     out = tmp_path / "out"
     args = ["convert", trained.model_path, "--calib", digits / "1", "--check", digits / "7",

@@ -14,16 +14,16 @@ def test_demo_end_to_end_tiny(tmp_path):
         assert step in done.stdout
     results = json.loads((out / "results.json").read_text())
     rows = {row["name"]: row for row in results["rows"]}
-    assert list(rows) == ["Keras (reference)", "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"]
+    assert list(rows) == ["Keras (compiled)", "Keras predict()", "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"]
     assert results["held_back_images"] == 150
     for name, row in rows.items():
         assert row["size_mb"] > 0 and row["p50_ms"] > 0 and row["p90_ms"] >= row["p50_ms"]
         assert 0.5 < row["top1"] <= 1.0
     assert rows["tflite-int8"]["agreement"] >= 0.95
     assert rows["tflite-fp32"]["agreement"] == 1.0
-    assert abs(rows["tflite-fp32"]["top1"] - rows["Keras (reference)"]["top1"]) < 0.01
+    assert abs(rows["tflite-fp32"]["top1"] - rows["Keras (compiled)"]["top1"]) < 0.01
     table = (out / "results.md").read_text()
-    assert table.count("\n| ") == 6  # header + 5 rows
+    assert table.count("\n| ") == 7  # header + 6 rows
     assert (out / "results.png").stat().st_size > 1000
     again = run_cli("demo", "--out", out)
     assert again.returncode == 2 and "--force" in again.stderr
@@ -38,6 +38,6 @@ def test_demo_on_shared_mobilenet(tmp_path):
                    "--runs", "10")
     assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in json.loads((tmp_path / "d" / "results.json").read_text())["rows"]}
-    assert rows["Keras (reference)"]["top1"] > 0.8
+    assert rows["Keras (compiled)"]["top1"] > 0.8
     assert rows["tflite-int8"]["agreement"] >= 0.95
     assert rows["onnx-fp32"]["max_abs_diff"] < 1e-4

@@ -1,0 +1,211 @@
+"""`edgelite bench`: every artifact against the Keras reference, on one machine and one dataset.
+
+Latency (batch 1 by default; warm-up, then timed runs; a threads sweep), cold start and peak
+memory in fresh processes, file size, accuracy on a labeled folder and agreement with Keras.
+Without TensorFlow (on the device) the Keras rows are left out and agreement is read from
+the parity figures each artifact carries from its export.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from edgelite import Classifier
+from edgelite.errors import EdgeliteError
+from edgelite.files import prepare_out_dir
+
+from . import report
+from .coldstart import artifact_command, keras_command, measure_processes
+from .labeled import accuracy, labeled_images
+from .latency import artifact_call, keras_call, measure
+
+MODEL_SUFFIXES = (".tflite", ".onnx")
+
+
+def find_artifacts(paths: Sequence[str | Path]) -> list[Path]:
+    """Model files, and the .tflite/.onnx files inside folders (e.g. a convert output)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in MODEL_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise EdgeliteError(f"no such model or folder: {path}")
+    if not found:
+        raise EdgeliteError("no .tflite or .onnx artifacts found")
+    return found
+
+
+def environment() -> dict:
+    """The machine and the versions that produced the figures."""
+    versions = {"python": platform.python_version()}
+    for name, module in [("numpy", "numpy"), ("pillow", "PIL"), ("litert", "ai_edge_litert"),
+                         ("onnxruntime", "onnxruntime"), ("tensorflow", "tensorflow")]:
+        if name == "tensorflow" and "tensorflow" not in sys.modules:
+            continue  # never import TensorFlow just to read its version
+        try:
+            from importlib.metadata import version
+
+            dist = {"litert": "ai-edge-litert", "pillow": "pillow"}.get(name, name)
+            versions[name] = version(dist)
+        except Exception:
+            continue
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
+            "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras: str | Path | None = None,
+          items: Sequence[tuple[Path, int | None]] | None = None,
+          out: str | Path | None = None, runs: int = 100, warmup: int = 10, threads: Sequence[int] | None = None,
+          batches: Sequence[int] = (1,), limit: int | None = None, cold_repeat: int = 3, preprocess: str | None = None,
+          force: bool = False, title: str | None = None, verbose: bool = True) -> dict:
+    """Measure every artifact (and the Keras model) and return the results document.
+
+    Accuracy and agreement are measured on `data` (a labeled folder) or on `items`, a list of
+    (image, true class or None). With `out`, also writes results.json/.csv/.md and .png there.
+    """
+    paths = find_artifacts(artifacts)
+    out_dir = prepare_out_dir(out, force) if out else None
+    cores = os.cpu_count() or 1
+    sweep = sorted(set(threads)) if threads else list(range(1, cores + 1))
+    main_threads = max(sweep)
+    classifiers = {p: Classifier(p, threads=main_threads, preprocess=preprocess) for p in paths}
+    first = classifiers[paths[0]]
+    labels, classes = first.labels, first.output.shape[-1]
+
+    if items is None:
+        items = labeled_images(data, labels, classes) if data else []
+    if limit:
+        items = items[:limit]
+    images = [p for p, _ in items]
+    truth = [t for _, t in items]
+    sample = images[0] if images else None
+
+    rows = []
+    reference = None
+    if keras is not None:
+        keras_rows, reference = _keras_rows(keras, images, truth, runs, warmup, cold_repeat, preprocess, first, verbose)
+        rows.extend(keras_rows)
+    for path in tqdm(paths, desc="artifacts", disable=not verbose):
+        rows.append(_artifact_row(path, classifiers[path], sweep, main_threads, images, truth, reference,
+                                  runs, warmup, batches, cold_repeat, preprocess, sample))
+    report.add_speedups(rows)
+    document = {
+        "title": title or "edgelite bench",
+        "environment": environment(),
+        "settings": {"runs": runs, "warmup": warmup, "threads": main_threads, "threads_sweep": sweep,
+                     "batches": list(batches), "images": len(images), "data": str(data) if data else "given list",
+                     "keras": str(keras) if keras else None},
+        "rows": rows,
+    }
+    if out_dir:
+        document["files"] = report.save(rows, out_dir, document, document["title"])
+    return document
+
+
+def _keras_rows(keras_path, images, truth, runs, warmup, cold_repeat, preprocess, first, verbose):
+    """Two reference rows: the model traced once (the fair baseline) and `model.predict`
+    called per image (what most tutorials time)."""
+    from edgelite.quiet import import_tensorflow
+
+    import_tensorflow()
+    from edgelite.convert.loading import load_model
+    from edgelite.convert.resolve import resolve_spec
+    from edgelite.preprocess import batch, to_float
+
+    keras_path = Path(keras_path)
+    model = load_model(keras_path)
+    spec = resolve_spec(model, keras_path, preprocess or (first.spec if first.spec.layout == "NHWC" else None))
+    if images:
+        probabilities = []
+        for start in tqdm(range(0, len(images), 32), desc="Keras reference", disable=not verbose):
+            probabilities.append(model.predict(batch(images[start:start + 32], spec), verbose=0))
+        reference = np.concatenate(probabilities)
+        x = to_float(images[0], spec)[None]
+    else:
+        reference = None
+        x = np.zeros((1, *spec.size, 3), np.float32)
+    size = _size_mb(keras_path)
+    acc = accuracy(reference, truth) if reference is not None else {}
+    compiled = measure(keras_call(model, x), runs=runs, warmup=warmup)
+    plain = measure(lambda: model.predict(x, verbose=0), runs=max(5, runs // 5), warmup=2)
+    cold = (measure_processes({"keras": keras_command(keras_path, images[0], preprocess)}, cold_repeat)["keras"]
+            if images else {})
+    common = {"format": "keras", "path": str(keras_path), "size_mb": size, "top1": acc.get("top1"),
+              "top5": acc.get("top5"), "agreement": 1.0, "top5_overlap": 1.0, "max_abs_diff": 0.0,
+              "cold_start_s": cold.get("wall_s"), "peak_rss_mib": cold.get("peak_rss_mib")}
+    rows = [{"name": "Keras (compiled)", **common, **_latency_fields(compiled)},
+            {"name": "Keras predict()", **common, **_latency_fields(plain)}]
+    return rows, reference
+
+
+def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, runs, warmup, batches,
+                  cold_repeat, preprocess, sample):
+    x = clf.prepare(sample) if sample else np.zeros((1, *clf.input.shape[1:]), clf.input.dtype)
+    by_threads = {}
+    for t in sweep:
+        runner = clf if t == main_threads else Classifier(path, threads=t, preprocess=preprocess)
+        by_threads[t] = measure(artifact_call(runner, x), runs=runs, warmup=warmup)
+    row = {"name": clf.metadata.get("format") or path.name, "format": clf.metadata.get("format", path.suffix[1:]),
+           "path": str(path), "size_mb": _size_mb(path), **_latency_fields(by_threads[main_threads]),
+           "threads": {str(t): m["p50_ms"] for t, m in by_threads.items()}}
+    row["batch_ms_per_image"] = _batches(clf, x, batches, runs, warmup)
+    if images:
+        scores = np.concatenate([clf.scores(clf.prepare(p)) for p in images])
+        acc = accuracy(scores, truth)
+        row.update(top1=acc["top1"], top5=acc["top5"])
+        if reference is not None:
+            from edgelite.convert.verify import parity as parity_of  # numpy only: no TensorFlow
+
+            figures = parity_of(reference, scores)
+            row.update(agreement=figures["top1_agreement"], top5_overlap=figures["top5_overlap"],
+                       max_abs_diff=figures["max_abs_diff"], agreement_source="measured")
+        cold = measure_processes({"artifact": artifact_command(path, sample)}, cold_repeat)["artifact"]
+        row.update(cold_start_s=cold.get("wall_s"), peak_rss_mib=cold.get("peak_rss_mib"))
+    if reference is None and "parity" in clf.metadata:
+        stored = clf.metadata["parity"]
+        row.update(agreement=stored.get("top1_agreement"), top5_overlap=stored.get("top5_overlap"),
+                   max_abs_diff=stored.get("max_abs_diff"), agreement_source="export metadata")
+    return row
+
+
+def _batches(clf, x, batches, runs, warmup) -> dict:
+    result = {}
+    for b in batches:
+        if b == 1:
+            continue
+        xb = np.repeat(x, b, axis=0)
+        try:
+            result[str(b)] = measure(lambda: clf.backend.run(xb), runs=max(5, runs // b), warmup=2)["p50_ms"] / b
+        except (RuntimeError, ValueError, EdgeliteError) as exc:  # e.g. a model fixed to batch 1
+            result[str(b)] = f"unsupported: {str(exc).splitlines()[0][:120]}"
+    clf.backend.run(x)  # back to batch 1
+    return result
+
+
+def _latency_fields(figures: dict) -> dict:
+    return {"p50_ms": figures["p50_ms"], "p90_ms": figures["p90_ms"], "p99_ms": figures["p99_ms"],
+            "mean_ms": figures["mean_ms"], "std_ms": figures["std_ms"]}
+
+
+def _size_mb(path: Path) -> float:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+    return path.stat().st_size / 1e6

@@ -1,0 +1,111 @@
+"""`edgelite bench`: the report's structure and its arithmetic, never its speed."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from edgelite.benchmarks import report
+from edgelite.benchmarks.bench import bench, find_artifacts
+from edgelite.benchmarks.labeled import accuracy, labeled_images
+
+from conftest import run_cli
+
+
+def test_accuracy_arithmetic():
+    scores = np.array([[0.7, 0.2, 0.1, 0.0, 0.0, 0.0],
+                       [0.1, 0.2, 0.3, 0.4, 0.0, 0.0],
+                       [0.0, 0.0, 0.0, 0.1, 0.2, 0.7]])
+    result = accuracy(scores, [0, 0, None])
+    assert result == {"top1": 0.5, "top5": 1.0, "labeled": 2}
+    assert accuracy(scores, [None, None, None])["top1"] is None
+    six = np.eye(6)[[5]] * 0.5 + 0.01
+    assert accuracy(six, [0])["top5"] == 1.0  # index 0 ties: stable order keeps it within the top 5
+
+
+def test_labeled_folder_kinds(tmp_path):
+    (tmp_path / "inet").mkdir()
+    (tmp_path / "inet" / "wnids.txt").write_text("n001\nn002\nn003\n")
+    for name in ("n002_cat.JPEG", "n003_dog.JPEG", "n999_x.JPEG"):
+        (tmp_path / "inet" / name).write_bytes(b"x")
+    items = dict((p.name, t) for p, t in labeled_images(tmp_path / "inet", None, 3))
+    assert items == {"n002_cat.JPEG": 1, "n003_dog.JPEG": 2, "n999_x.JPEG": None}
+    background = dict((p.name, t) for p, t in labeled_images(tmp_path / "inet", None, 4))
+    assert background["n002_cat.JPEG"] == 2  # 1001-style model: index 0 is background
+    for cls in ("b", "a"):
+        (tmp_path / "folders" / cls).mkdir(parents=True)
+        (tmp_path / "folders" / cls / "1.png").write_bytes(b"x")
+    by_name = dict((p.parent.name, t) for p, t in labeled_images(tmp_path / "folders", ["x", "b", "a"], 3))
+    assert by_name == {"a": 2, "b": 1}
+    by_order = dict((p.parent.name, t) for p, t in labeled_images(tmp_path / "folders", None, 2))
+    assert by_order == {"a": 0, "b": 1}
+
+
+@pytest.fixture(scope="module")
+def benched(converted, trained, digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "out"
+    artifacts = [a.path for a in converted.artifacts if a.format in ("tflite-int8", "onnx-fp32")]
+    return bench(artifacts, data=digits, keras=trained.model_path, out=out, runs=5, warmup=1, threads=[1, 2],
+                 batches=[1, 4], limit=80, cold_repeat=1, verbose=False), out
+
+
+def test_report_rows_and_files(benched):
+    document, out = benched
+    rows = {r["name"]: r for r in document["rows"]}
+    assert list(rows) == ["Keras (compiled)", "Keras predict()", "tflite-int8", "onnx-fp32"]
+    for row in rows.values():
+        assert row["size_mb"] > 0
+        assert row["p50_ms"] > 0 and row["p90_ms"] >= row["p50_ms"] and row["p99_ms"] >= row["p90_ms"]
+        assert row["cold_start_s"] > 0 and row["peak_rss_mib"] > 10
+        assert 0 <= row["top1"] <= row["top5"] <= 1
+    assert rows["Keras (compiled)"]["speedup"] == 1.0
+    assert set(rows["tflite-int8"]["threads"]) == {"1", "2"}
+    assert "4" in rows["onnx-fp32"]["batch_ms_per_image"]
+    assert document["settings"]["images"] == 80
+    assert {"cpu", "cores", "versions"} <= set(document["environment"])
+    assert json.loads((out / "results.json").read_text())["rows"][2]["name"] == "tflite-int8"
+    with open(out / "results.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["name"] for r in table] == list(rows) and "threads_1" in table[2]
+    assert (out / "results.md").read_text().count("\n| ") == 5
+    assert (out / "results.png").stat().st_size > 1000
+
+
+def test_figures_agree_with_the_converter_and_the_runtime(benched, converted, trained, digits):
+    """Accuracy and agreement recomputed by hand from the runtime's own predictions."""
+    document, _ = benched
+    row = next(r for r in document["rows"] if r["name"] == "tflite-int8")
+    items = labeled_images(digits, trained.labels, 10)[:80]
+    from edgelite import Classifier
+    clf = Classifier(row["path"])
+    tops = [clf.predict(p, top_k=1)[0].index for p, _ in items]
+    assert row["top1"] == pytest.approx(np.mean([t == y for t, (_, y) in zip(tops, items)]))
+    keras_top1 = [r for r in document["rows"] if r["name"] == "Keras (compiled)"][0]["top1"]
+    assert abs(keras_top1 - row["top1"]) <= 0.05
+    assert row["agreement"] >= 0.95 and row["agreement_source"] == "measured"
+
+
+def test_device_side_bench_reads_agreement_from_metadata(converted, digits):
+    path = next(a.path for a in converted.artifacts if a.format == "tflite-int8")
+    document = bench([path], data=digits, runs=3, warmup=1, threads=[1], limit=20, cold_repeat=1, verbose=False)
+    (row,) = document["rows"]
+    assert row["agreement_source"] == "export metadata"
+    assert row["agreement"] == next(a for a in converted.artifacts if a.format == "tflite-int8").parity["top1_agreement"]
+
+
+def test_bench_cli_on_a_convert_folder(artifact, digits, tmp_path):
+    folder = artifact["tflite-fp32"].parent
+    assert len(find_artifacts([folder])) == 6
+    done = run_cli("bench", folder, "--data", digits, "--quick", "--runs", "3", "--limit", "10",
+                   "--out", tmp_path / "b")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert len(lines) == 1 + 6 and "p50 ms" in lines[0]
+    again = run_cli("bench", folder, "--quick", "--out", tmp_path / "b")
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert "speed-up" not in lines[0]  # no Keras reference: nothing to be faster than
+
+
+def test_markdown_leaves_out_empty_columns():
+    table = report.markdown([{"name": "a", "size_mb": 1.0, "p50_ms": 2.0}])
+    assert table.splitlines()[0] == "| model | size MB | p50 ms |"
