@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from edgelite import Classifier
-from edgelite.files import find_images, write_json
+from edgelite.files import find_images, write_atomic, write_json
 from edgelite.preprocess import PreprocessSpec
 
 from .coldstart import measure_processes
@@ -157,8 +157,13 @@ def main(argv=None) -> int:
         ratio = a / b
         rows.append({"measure": name, "value": a, "baseline": b, "ratio": ratio, "goal": goals.get(name, "")})
         print(f"| {name} | {a:.2f} | {b:.2f} | {ratio:.2f}x | {goals.get(name, '')} |")
-    print("\n(ms per call or image; MiB for RSS; throughput ratio = loop ms / batch ms per image)")
+    note = "(ms per call or image; MiB for RSS; throughput ratio = loop ms / batch ms per image)"
+    print("\n" + note)
     args.out.mkdir(parents=True, exist_ok=True)
+    table = "\n".join(["| measure | ours | baseline | ratio | goal |", "|---|---:|---:|---:|---:|"] + [
+        f"| {r['measure']} | {r['value']:.2f} | {r['baseline']:.2f} | {r['ratio']:.2f}x | {r['goal']} |" for r in rows])
+    write_atomic(args.out / "runtime_speed.md",
+                 f"## Runtime speed: {args.model.name}, {len(paths)} images, {args.threads} threads\n\n{table}\n\n{note}\n")
     document = {"model": str(args.model), "images": len(paths), "threads": args.threads,
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                 "date": time.strftime("%Y-%m-%d"), "rows": rows, "cold_start": cold}
