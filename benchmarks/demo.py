@@ -34,7 +34,8 @@ def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None,
             print("1. dataset: scikit-learn's handwritten digits, written as class folders")
             data = write_digits(out / "data")
         print(f"2. training the small CNN on {data} ...")
-        trained = train_cnn(data, out / "keras", size=32, epochs=epochs, force=True, seed=seed, verbose=0)
+        trained = train_cnn(data, out / "keras", size=32, epochs=epochs, force=True, seed=seed, augment=False,
+                            verbose=0)
         print(f"   {len(trained.train)} training / {len(trained.val)} held-back images, "
               f"val accuracy {trained.val_accuracy:.1%} in {trained.seconds:.0f}s")
         model = trained.model_path

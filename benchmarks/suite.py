@@ -83,7 +83,7 @@ def _run(args) -> int:
     from edgelite.train.recipes import train_cnn
 
     digits = write_digits(out / "cnn" / "data")
-    trained = train_cnn(digits, out / "cnn" / "keras", size=32, epochs=10, force=True, verbose=0)
+    trained = train_cnn(digits, out / "cnn" / "keras", size=32, epochs=10, force=True, augment=False, verbose=0)
     sections.append(run_model("Small CNN (the demo's) on scikit-learn digits", trained.model_path,
                               labeled_images(digits, trained.labels, len(trained.labels)), out / "cnn", args))
 

@@ -117,15 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_bench)
 
     p = sub.add_parser("train", help="train a classifier on a folder of class sub-folders",
-                       description="Train the small custom CNN on DATA_DIR/<class>/*.jpg with a seeded "
-                                   "stratified split; saves model.keras with its labels and preprocessing.")
+                       description="Train on DATA_DIR/<class>/*: MobileNetV2 transfer learning (frozen backbone, "
+                                   "then fine-tuning its last layers) or the small custom CNN. Seeded stratified "
+                                   "split, augmentation, best epoch by validation accuracy, evaluation and plots; "
+                                   "saves model.keras with its labels and preprocessing.")
     p.add_argument("data", help="folder with one sub-folder per class")
-    p.add_argument("--recipe", choices=["cnn"], default="cnn")
+    p.add_argument("--recipe", choices=["mobilenetv2", "cnn"], default="mobilenetv2")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--size", type=int, default=150, help="input size (default 150)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--size", type=int, help="input size (default 224 for mobilenetv2, 150 for cnn)")
+    p.add_argument("--epochs", type=int, help="epochs (default 8 for mobilenetv2's frozen stage, 15 for cnn)")
+    p.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width (default 1.0)")
+    p.add_argument("--weights", default="imagenet",
+                   help="MobileNetV2 backbone: imagenet (Keras download), none, or a local ImageNet model file")
+    p.add_argument("--fine-tune-last", type=int, default=30, help="backbone layers to fine-tune (default 30; 0: none)")
+    p.add_argument("--fine-tune-epochs", type=int, default=6)
     p.add_argument("--val-split", type=float, default=0.2)
+    p.add_argument("--val", help="a separate validation folder (same class folders)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-augment", action="store_true", help="train without flip/rotation/zoom")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", action="store_true", help="run `edgelite convert` on the result (into OUT/artifacts)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(run=_train)
     return parser
@@ -231,13 +242,32 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
-    from edgelite.train.recipes import train_cnn
+    from edgelite.train.recipes import train
 
-    trained = train_cnn(args.data, args.out, size=args.size, epochs=args.epochs, val_split=args.val_split,
-                        seed=args.seed, force=args.force)
+    trained = train(args.data, args.out, recipe=args.recipe, size=args.size, epochs=args.epochs,
+                    fine_tune_epochs=args.fine_tune_epochs, fine_tune_last=args.fine_tune_last, alpha=args.alpha,
+                    weights=args.weights, val_split=args.val_split, val_dir=args.val, batch_size=args.batch_size,
+                    seed=args.seed, augment=not args.no_augment, force=args.force)
     print(f"validation accuracy {trained.val_accuracy:.1%} ({len(trained.val)} images), "
-          f"{trained.seconds:.0f}s; saved {trained.model_path}")
-    return 0
+          f"{trained.seconds:.0f}s of training; saved {trained.model_path}")
+    print(f"plots: {trained.files['history_plot']}, {trained.files['confusion_plot']}")
+    if not args.export:
+        return 0
+    from edgelite.convert import FORMATS, convert
+    from edgelite.files import choose
+
+    from edgelite.benchmarks.labeled import accuracy
+
+    result = convert(trained.model_path, trained.model_path.parent / "artifacts",
+                     choose([p for p, _ in trained.train], 200), [p for p, _ in trained.val],
+                     formats=FORMATS, force=args.force)
+    truth = [y for _, y in trained.val]
+    print(f"validation accuracy: Keras {accuracy(result.reference, truth)['top1']:.1%}", end="")
+    for a in result.artifacts:
+        if a.scores is not None:
+            print(f", {a.format} {accuracy(a.scores, truth)['top1']:.1%}", end="")
+    print()
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def digits(tmp_path_factory) -> Path:
 def trained(digits, tmp_path_factory):
     from edgelite.train.recipes import train_cnn
 
-    return train_cnn(digits, tmp_path_factory.mktemp("trained"), size=24, epochs=3, verbose=0)
+    return train_cnn(digits, tmp_path_factory.mktemp("trained"), size=24, epochs=3, augment=False, verbose=0)
 
 
 @pytest.fixture(scope="session")
