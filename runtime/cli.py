@@ -116,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
     p.set_defaults(run=_bench)
 
+    p = sub.add_parser("bundle", help="a folder to copy to the device: model, requirements, README, wheel",
+                       description="Write the model (with its metadata), a requirements.txt that installs only "
+                                   "the device side with pinned aarch64-capable versions, a README with the "
+                                   "commands to run there, and a wheel of edgelite.")
+    p.add_argument("model", help=".tflite or .onnx file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--labels", help="labels file for models that carry none (written into a sidecar)")
+    p.add_argument("--preprocess", help="preprocessing preset for models that carry none")
+    p.add_argument("--no-wheel", action="store_true", help="require edgelite from a package index instead")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(run=_bundle)
+
     p = sub.add_parser("train", help="train a classifier on a folder of class sub-folders",
                        description="Train on DATA_DIR/<class>/*: MobileNetV2 transfer learning (frozen backbone, "
                                    "then fine-tuning its last layers) or the small custom CNN. Seeded stratified "
@@ -238,6 +250,16 @@ def _bench(args) -> int:
     print(report.markdown(document["rows"]), end="")
     if document.get("files"):
         print(f"\nwritten: {', '.join(document['files'].values())}")
+    return 0
+
+
+def _bundle(args) -> int:
+    from .bundle import bundle
+
+    files = bundle(args.model, args.out, labels=args.labels, preprocess=args.preprocess, wheel=not args.no_wheel,
+                   force=args.force)
+    for kind, path in files.items():
+        print(f"{kind:13s} {path}")
     return 0
 
 

@@ -1,0 +1,68 @@
+"""`edgelite bundle` and the proof that a bundle runs on linux/aarch64."""
+import json
+import shutil
+import zipfile
+
+import pytest
+
+from edgelite import Classifier
+from edgelite.bundle import BACKEND_PINS, DEVICE_PINS
+
+from conftest import run_cli, shared
+
+
+def test_bundle_holds_the_model_requirements_readme_and_wheel(artifact, tmp_path):
+    out = tmp_path / "bundle"
+    done = run_cli("bundle", artifact["tflite-int8"], "--out", out)
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in out.iterdir())
+    wheel = next(n for n in names if n.endswith(".whl"))
+    assert names == sorted(["README.md", "model_int8.tflite", "model_int8.tflite.json", "requirements.txt", wheel])
+    requirements = [line for line in (out / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
+    assert requirements[0] == f"./{wheel}"
+    assert set(requirements[1:]) == {f"{k}=={v}" for k, v in {**DEVICE_PINS, **BACKEND_PINS["litert"]}.items()}
+    assert not any("tensorflow" in line or "onnx" in line for line in requirements)
+    readme = (out / "README.md").read_text()
+    assert "pip install -r requirements.txt" in readme and "edgelite predict model_int8.tflite" in readme
+    assert "edgelite bench model_int8.tflite" in readme
+    with zipfile.ZipFile(out / wheel) as whl:
+        assert "edgelite/classifier.py" in whl.namelist()
+    assert Classifier(out / "model_int8.tflite").metadata["format"] == "tflite-int8"
+    again = run_cli("bundle", artifact["tflite-int8"], "--out", out)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_onnx_bundle_pins_onnxruntime(artifact, tmp_path):
+    done = run_cli("bundle", artifact["onnx-int8"], "--out", tmp_path / "b", "--no-wheel")
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "b" / "requirements.txt").read_text()
+    assert f"onnxruntime=={BACKEND_PINS['onnxruntime']['onnxruntime']}" in text and "ai-edge-litert" not in text
+    assert "edgelite==" in text and not list((tmp_path / "b").glob("*.whl"))
+
+
+def test_third_party_flags_travel_as_a_sidecar(tmp_path):
+    model = shared("data/third-party-models/mobilenet_v2_1.0_224_quant.tflite")
+    labels = shared("data/third-party-models/imagenet_labels.txt")
+    done = run_cli("bundle", model, "--labels", labels, "--out", tmp_path / "b", "--no-wheel")
+    assert done.returncode == 0, done.stderr
+    sidecar = json.loads((tmp_path / "b" / f"{model.name}.json").read_text())
+    assert len(sidecar["labels"]) == 1001
+    photo = shared("data/imagenet-sample/n02129604_tiger.JPEG")
+    assert Classifier(tmp_path / "b" / model.name).predict(photo, top_k=1)[0].label.startswith("tiger")
+
+
+@pytest.mark.slow
+def test_bundle_classifies_the_same_on_emulated_aarch64(artifact, tmp_path):
+    for tool in ("qemu-aarch64-static", "apt-get", "dpkg"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is not installed (apt-get install qemu-user-static)")
+    from edgelite.benchmarks.aarch64 import prove
+
+    photos = shared("data/imagenet-sample")
+    images = sorted(photos.glob("*.JPEG"))[:3]
+    for fmt in ("tflite-int8", "onnx-int8"):
+        report = prove(artifact[fmt], tmp_path / "work", images)
+        assert report["machine_emulated"] == "aarch64"
+        assert report["no_tensorflow"]
+        assert report["same_top1"], report["rows"]
+        assert report["bench_exit"] == 0
