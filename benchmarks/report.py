@@ -42,8 +42,12 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> Path | None:
-    """Latency against top-1 accuracy (or agreement), one labeled point per row."""
-    import matplotlib
+    """Latency against top-1 accuracy (or agreement), one labeled point per row; None where
+    matplotlib is not installed (the device)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
