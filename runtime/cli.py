@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=["mobilenetv2", "cnn"], default="mobilenetv2")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, help="input size (default 224 for mobilenetv2, 150 for cnn)")
-    p.add_argument("--epochs", type=int, help="epochs (default 8 for mobilenetv2's frozen stage, 15 for cnn)")
+    p.add_argument("--epochs", type=int, help="epochs (default 8 for mobilenetv2's frozen stage, 20 for cnn)")
     p.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width (default 1.0)")
     p.add_argument("--weights", default="imagenet",
                    help="MobileNetV2 backbone: imagenet (Keras download), none, or a local ImageNet model file")

@@ -35,7 +35,7 @@ class Trained:
 def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "cnn", size: int | None = None,
           epochs: int | None = None, fine_tune_epochs: int = 6, fine_tune_last: int = 30, alpha: float = 1.0,
           weights: str | None = "imagenet", val_split: float = 0.2, val_dir: str | Path | None = None,
-          batch_size: int = 32, seed: int = 0, patience: int = 4, augment: bool = True, force: bool = False,
+          batch_size: int = 32, seed: int = 0, patience: int | None = None, augment: bool = True, force: bool = False,
           verbose: int = 2) -> Trained:
     """Train a recipe on `data_dir/<class>/*`, keep the best epoch by validation accuracy, and
     write model.keras (+ its sidecar with labels and preprocessing), history.json,
@@ -43,7 +43,8 @@ def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "cnn", size: 
     if recipe not in RECIPES:
         raise EdgeliteError(f"unknown recipe {recipe!r} (choose from {', '.join(RECIPES)})")
     size = size or (224 if recipe == "mobilenetv2" else 150)
-    epochs = epochs or (8 if recipe == "mobilenetv2" else 15)
+    epochs = epochs or (8 if recipe == "mobilenetv2" else 20)
+    patience = patience or (4 if recipe == "mobilenetv2" else 6)  # a small CNN's validation accuracy is noisier
     out_dir = prepare_out_dir(out_dir, force)
     spec = PreprocessSpec(size=(size, size), preset="mobilenet" if recipe == "mobilenetv2" else "unit",
                           resize="stretch")
