@@ -122,7 +122,7 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
 def _keras_rows(keras_path, images, truth, runs, warmup, cold_repeat, preprocess, first, verbose):
     """Two reference rows: the model traced once (the fair baseline) and `model.predict`
     called per image (what most tutorials time)."""
-    from edgelite.quiet import import_tensorflow
+    from edgelite.convert.loading import import_tensorflow
 
     import_tensorflow()
     from edgelite.convert.loading import load_model

@@ -30,7 +30,7 @@ print(json.dumps(runs))
 ARTIFACT_CODE = "import sys; from edgelite import Classifier; Classifier(sys.argv[1]).predict(sys.argv[2])"
 KERAS_CODE = """\
 import sys
-from edgelite.quiet import import_tensorflow
+from edgelite.convert.loading import import_tensorflow
 import_tensorflow()
 from edgelite.convert.loading import load_model
 from edgelite.convert.resolve import resolve_spec

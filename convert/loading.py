@@ -2,10 +2,22 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 
 from edgelite.errors import EdgeliteError
+from edgelite.quiet import quiet
+
+
+def import_tensorflow():
+    """Import TensorFlow (and let it probe for GPUs) without its start-up log lines."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    return tf
 
 
 def sha256(path: str | Path) -> str:

@@ -15,10 +15,10 @@ from edgelite.classifier import Classifier, sidecar_path
 from edgelite.errors import EdgeliteError
 from edgelite.files import move_atomic, prepare_out_dir, write_json
 from edgelite.preprocess import PreprocessSpec, batch
-from edgelite.quiet import import_tensorflow, quiet
+from edgelite.quiet import quiet
 
 from . import onnx_export, tflite
-from .loading import load_model, source_of
+from .loading import import_tensorflow, load_model, source_of
 from .resolve import resolve_labels, resolve_spec
 from .verify import THRESHOLDS, parity, passes
 

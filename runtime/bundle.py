@@ -23,15 +23,23 @@ BACKEND_PINS = {"litert": {"ai-edge-litert": "1.4.0"}, "onnxruntime": {"onnxrunt
 
 
 def build_wheel(out_dir: Path) -> Path:
-    """A wheel of edgelite from the source checkout it runs from."""
+    """A wheel of edgelite, built from a clean copy of the source checkout it runs from (so the
+    checkout gets no build/ folder and the wheel no stale files)."""
     root = Path(__file__).resolve().parent.parent
     if not (root / "pyproject.toml").is_file():
         raise EdgeliteError("edgelite is not running from a source checkout, so no wheel can be built: "
                             "use --no-wheel and install edgelite on the device from your package index")
     with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, str(root)],
+        source, built = Path(tmp) / "source", Path(tmp) / "wheel"
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for name in ("pyproject.toml", "README.md"):
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / name, source / name)
+        for package in ("runtime", "convert", "train", "benchmarks"):
+            shutil.copytree(root / package, source / package, ignore=ignore)
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(built), str(source)],
                               capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("edgelite-*.whl"))
+        wheels = list(built.glob("edgelite-*.whl"))
         if done.returncode or not wheels:
             raise EdgeliteError(f"building the edgelite wheel failed: {done.stderr.strip()[-300:]}")
         target = out_dir / wheels[0].name

@@ -1,5 +1,5 @@
-"""Silence TensorFlow's and the converters' chatter (Python prints and C++ logs on the
-file descriptors) unless EDGELITE_DEBUG is set."""
+"""Silence chatter (Python prints and C++ logs on the file descriptors: LiteRT's delegate
+notice, TensorFlow's and the converters' logs) unless EDGELITE_DEBUG is set."""
 from __future__ import annotations
 
 import contextlib
@@ -30,12 +30,3 @@ def quiet():
             os.close(saved[0])
             os.close(saved[1])
 
-
-def import_tensorflow():
-    """Import TensorFlow (and let it probe for GPUs) without its start-up log lines."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with quiet():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices("GPU")
-    return tf

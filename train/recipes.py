@@ -10,7 +10,7 @@ from edgelite.classifier import sidecar_path
 from edgelite.errors import EdgeliteError
 from edgelite.files import prepare_out_dir, write_json
 from edgelite.preprocess import PreprocessSpec
-from edgelite.quiet import import_tensorflow
+from edgelite.convert.loading import import_tensorflow
 
 from .data import load_dataset
 from .evaluation import evaluate, per_class_table, plot_confusion, plot_history
