@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgelite import Classifier
 from edgelite.errors import EdgeliteError
-from edgelite.files import find_images, prepare_out_dir, split
+from edgelite.files import find_images, prepare_out_dir, split_images
 
 from . import report
 from .bench import bench
@@ -47,8 +47,7 @@ def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None,
         images = find_images([data])
         if len(images) < 2:
             raise EdgeliteError(f"{data}: need at least 2 images, found {len(images)}")
-        first, held = split([(p, p.parent.name) for p in images], 0.5, seed)
-        calib_paths, check_paths = [p for p, _ in first], [p for p, _ in held]
+        calib_paths, check_paths = split_images(images, 0.5, seed)
         print(f"1-2. model {model}; {len(calib_paths)} calibration / {len(check_paths)} held-back images from {data}")
     calib_paths = calib_paths[:calibration]
     check_paths = check_paths[:check] if check else check_paths

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from edgelite.errors import EdgeliteError
-from edgelite.files import prepare_out_dir, split, write_atomic
+from edgelite.files import prepare_out_dir, split_images, write_atomic
 
 from . import report
 from .bench import bench, environment
@@ -25,8 +25,9 @@ from .runtime_speed import DEFAULT_MODEL, SHARED
 
 def held_out(items: list, seed: int = 0) -> tuple[list, list]:
     """(calibration images, held-back labeled items): a seeded half/half split."""
-    first, held = split([(p, (t, p.parent.name)) for p, t in items], 0.5, seed)
-    return [p for p, _ in first], [(p, t[0]) for p, t in held]
+    truth = dict(items)
+    first, held = split_images([p for p, _ in items], 0.5, seed)
+    return first, [(p, truth[p]) for p in held]
 
 
 def run_model(name: str, model, items: list, out: Path, args, formats=None) -> str:

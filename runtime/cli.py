@@ -166,7 +166,7 @@ def _demo(args) -> int:
 
 def _convert(args) -> int:
     from edgelite.convert import FORMATS, convert
-    from edgelite.files import choose, find_images, split
+    from edgelite.files import choose, find_images, split_images
 
     images = find_images([args.calib])
     if not images:
@@ -174,8 +174,7 @@ def _convert(args) -> int:
     if args.check:
         calibration, check = images, find_images([args.check])
     else:
-        calibration, check = split([(p, p.parent.name) for p in images], 0.5)
-        calibration, check = [p for p, _ in calibration], [p for p, _ in check]
+        calibration, check = split_images(images)
     fp, q = args.min_agreement_float, args.min_agreement_int8
     result = convert(args.model, args.out, choose(calibration, args.calib_count), check,
                      formats=args.formats or FORMATS, preprocess=args.preprocess, labels=args.labels,

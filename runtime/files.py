@@ -119,6 +119,12 @@ def split(items: list, fraction: float, seed: int = 0) -> tuple[list, list]:
     return first, held
 
 
+def split_images(images: list[Path], fraction: float = 0.5, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """Image paths -> (first, held-back), seeded and stratified by parent folder."""
+    first, held = split([(p, p.parent.name) for p in images], fraction, seed)
+    return [p for p, _ in first], [p for p, _ in held]
+
+
 def choose(items: list, n: int, seed: int = 0) -> list:
     """A seeded sample of n items (all of them if fewer), kept in their original order."""
     import random

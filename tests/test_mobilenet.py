@@ -4,7 +4,7 @@ import pytest
 from edgelite import Classifier
 from edgelite.benchmarks.labeled import accuracy, labeled_images
 from edgelite.convert import FORMATS, convert
-from edgelite.files import split
+from edgelite.files import split_images
 
 from conftest import shared
 
@@ -14,8 +14,7 @@ pytestmark = pytest.mark.slow
 def test_all_formats_meet_the_bar(tmp_path):
     model = shared("data/models/mobilenet_v2_1.0_224_imagenet.keras")
     items = labeled_images(shared("data/imagenet-sample"), None, 1000)
-    first, held = split([(p, p.parent.name) for p, _ in items], 0.5)
-    calibration, check = [p for p, _ in first], [p for p, _ in held]
+    calibration, check = split_images([p for p, _ in items])
     truth = dict(items)
     result = convert(model, tmp_path / "out", calibration, check, formats=FORMATS, verbose=False)
     assert result.ok, [(a.format, a.error, a.parity) for a in result.artifacts]
