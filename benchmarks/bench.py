@@ -71,14 +71,15 @@ def environment() -> dict:
 
 
 def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras: str | Path | None = None,
-          items: Sequence[tuple[Path, int | None]] | None = None,
+          items: Sequence[tuple[Path, int | None]] | None = None, keras_model=None,
           out: str | Path | None = None, runs: int = 100, warmup: int = 10, threads: Sequence[int] | None = None,
           batches: Sequence[int] = (1,), limit: int | None = None, cold_repeat: int = 3, preprocess: str | None = None,
           force: bool = False, title: str | None = None, verbose: bool = True) -> dict:
     """Measure every artifact (and the Keras model) and return the results document.
 
     Accuracy and agreement are measured on `data` (a labeled folder) or on `items`, a list of
-    (image, true class or None). With `out`, also writes results.json/.csv/.md and .png there.
+    (image, true class or None). `keras_model`: the model at `keras` when it is already loaded.
+    With `out`, also writes results.json/.csv/.md and .png there.
     """
     paths = find_artifacts(artifacts)
     out_dir = prepare_out_dir(out, force) if out else None
@@ -100,7 +101,8 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
     rows = []
     reference = None
     if keras is not None:
-        keras_rows, reference = _keras_rows(keras, images, truth, runs, warmup, cold_repeat, preprocess, first, verbose)
+        keras_rows, reference = _keras_rows(keras, keras_model, images, truth, runs, warmup, cold_repeat, preprocess,
+                                            first, verbose)
         rows.extend(keras_rows)
     for path in tqdm(paths, desc="artifacts", disable=not verbose):
         rows.append(_artifact_row(path, classifiers[path], sweep, main_threads, images, truth, reference,
@@ -119,7 +121,7 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
     return document
 
 
-def _keras_rows(keras_path, images, truth, runs, warmup, cold_repeat, preprocess, first, verbose):
+def _keras_rows(keras_path, model, images, truth, runs, warmup, cold_repeat, preprocess, first, verbose):
     """Two reference rows: the model traced once (the fair baseline) and `model.predict`
     called per image (what most tutorials time)."""
     from edgelite.convert.loading import import_tensorflow
@@ -130,7 +132,7 @@ def _keras_rows(keras_path, images, truth, runs, warmup, cold_repeat, preprocess
     from edgelite.preprocess import batch, to_float
 
     keras_path = Path(keras_path)
-    model = load_model(keras_path)
+    model = model if model is not None else load_model(keras_path)
     spec = resolve_spec(model, keras_path, preprocess or (first.spec if first.spec.layout == "NHWC" else None))
     if images:
         probabilities = []

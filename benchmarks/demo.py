@@ -59,7 +59,7 @@ def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None,
     truth_of = dict(labeled_images(data, conversion.labels, classes))
     good = [a.path for a in conversion.artifacts if not a.error]
     print(f"     measuring latency, accuracy and cold start of the Keras model and {len(good)} artifacts ...")
-    results = bench(good, keras=model, items=[(p, truth_of.get(p)) for p in check_paths], runs=runs,
+    results = bench(good, keras=model, keras_model=conversion.model, items=[(p, truth_of.get(p)) for p in check_paths], runs=runs,
                     threads=[threads], cold_repeat=1, preprocess=preprocess, verbose=False,
                     title=f"edgelite demo: {Path(model).name}")
     rows = results["rows"] + [
