@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--io-type", choices=["int8", "uint8", "float32"], default="int8",
                    help="input/output type of full-int8 TFLite (default int8)")
     p.add_argument("--nchw", action="store_true", help="ONNX with NCHW input")
+    p.add_argument("--no-calib-mirror", action="store_true",
+                   help="calibrate on the images only, not also on their mirror images")
     p.add_argument("--unsafe", action="store_true", help="allow Keras to load arbitrary code (lambda layers)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(run=_convert)
@@ -179,7 +181,8 @@ def _convert(args) -> int:
     result = convert(args.model, args.out, choose(calibration, args.calib_count), check,
                      formats=args.formats or FORMATS, preprocess=args.preprocess, labels=args.labels,
                      force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
-                     weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q})
+                     weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
+                     mirror=not args.no_calib_mirror)
     failed = [a.format for a in result.artifacts if not a.passed]
     if failed:
         print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",

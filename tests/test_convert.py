@@ -35,7 +35,8 @@ def test_artifacts_carry_their_metadata_inside_and_beside(converted, trained):
         sidecar = json.loads(a.path.with_name(a.path.name + ".json").read_text())
         assert sidecar == meta
     int8 = Classifier(converted.artifacts[3].path)
-    assert int8.metadata["quantization"]["calibration_images"] == 100
+    assert int8.metadata["quantization"]["calibration_samples"] == 200  # 100 images and their mirror images
+    assert int8.metadata["calibration"] == {"images": 100, "with_mirror_images": True}
     assert int8.input.dtype == np.int8
 
 
