@@ -92,3 +92,19 @@ def test_big_cats_transfer_learning_meets_the_bar(tmp_path):
     figures = dict(part.strip().rsplit(" ", 1) for part in line.split(":", 1)[1].split(","))
     keras_acc = float(figures["Keras"].rstrip("%"))
     assert abs(float(figures["tflite-int8"].rstrip("%")) - keras_acc) <= 1.0
+
+
+def test_separate_validation_folder(digits, tmp_path):
+    import shutil
+
+    val = tmp_path / "val"
+    for folder in sorted(digits.iterdir()):
+        (val / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:2]:
+            shutil.copy(image, val / folder.name / image.name)
+    trained = train(digits, tmp_path / "out", recipe="cnn", size=16, epochs=1, val_dir=val, augment=False, verbose=0)
+    assert len(trained.val) == 20 and trained.evaluation["images"] == 20
+    assert len(trained.train) == 1797  # all of DATA trains when --val is given
+    (val / "0").rename(val / "zero")
+    with pytest.raises(EdgeliteError, match="class folders differ"):
+        train(digits, tmp_path / "out2", recipe="cnn", size=16, epochs=1, val_dir=val, verbose=0)
