@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgelite import Classifier
-from edgelite.errors import EdgeliteError
+from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import prepare_out_dir
 
 from . import report
@@ -196,7 +196,7 @@ def _batches(clf, x, batches, runs, warmup) -> dict:
         try:
             result[str(b)] = measure(lambda: clf.backend.run(xb), runs=max(5, runs // b), warmup=2)["p50_ms"] / b
         except (RuntimeError, ValueError, EdgeliteError) as exc:  # e.g. a model fixed to batch 1
-            result[str(b)] = f"unsupported: {str(exc).splitlines()[0][:120]}"
+            result[str(b)] = f"unsupported: {one_line(exc, limit=120)}"
     clf.backend.run(x)  # back to batch 1
     return result
 

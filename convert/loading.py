@@ -6,7 +6,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from edgelite.errors import EdgeliteError
+from edgelite.errors import EdgeliteError, one_line
 from edgelite.quiet import quiet
 
 
@@ -75,7 +75,7 @@ def load_model(path: str | Path, unsafe: bool = False, weights: str | None = Non
         if "safe_mode" in str(exc):
             raise EdgeliteError(f"{path}: the model holds Python code (e.g. a Lambda layer), which safe mode "
                                 "refuses; if you trust its source, pass --unsafe") from None
-        raise EdgeliteError(f"{path}: cannot load as a Keras model ({_first_line(exc)})") from None
+        raise EdgeliteError(f"{path}: cannot load as a Keras model ({one_line(exc)})") from None
     raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5 or a SavedModel folder)")
 
 
@@ -90,7 +90,7 @@ def _load_application(name: str, weights: str | None):
         return builder(weights=weights)
     except Exception as exc:
         hint = " (no network? pass --weights PATH.h5)" if weights == "imagenet" else ""
-        raise EdgeliteError(f"cannot build {APPLICATIONS[name]} with weights {weights}{hint}: {_first_line(exc)}") from None
+        raise EdgeliteError(f"cannot build {APPLICATIONS[name]} with weights {weights}{hint}: {one_line(exc)}") from None
 
 
 def _load_h5(path: Path, unsafe: bool):
@@ -106,15 +106,15 @@ def _load_h5(path: Path, unsafe: bool):
             import tf_keras
         except ImportError:
             raise EdgeliteError(
-                f"{path}: Keras 3 cannot load it ({_first_line(keras3_error)}); "
+                f"{path}: Keras 3 cannot load it ({one_line(keras3_error)}); "
                 "for legacy Keras 2 files install tf-keras"
             ) from None
         try:
             return tf_keras.models.load_model(path, compile=False, safe_mode=not unsafe)
         except Exception as keras2_error:
             raise EdgeliteError(
-                f"{path}: neither Keras 3 ({_first_line(keras3_error)}) nor Keras 2 "
-                f"({_first_line(keras2_error)}) can load it"
+                f"{path}: neither Keras 3 ({one_line(keras3_error)}) nor Keras 2 "
+                f"({one_line(keras2_error)}) can load it"
             ) from None
 
 
@@ -137,7 +137,3 @@ def _load_saved_model(path: Path):
         out = next(iter(out.values()))
     return keras.Model(inp, out, name=path.name)
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

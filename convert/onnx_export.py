@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgelite.backends import METADATA_KEY
-from edgelite.errors import EdgeliteError
+from edgelite.errors import EdgeliteError, one_line
 
 OPSET = 17
 
@@ -29,7 +29,7 @@ def to_onnx(model, path: Path, nchw: bool = False) -> Path:
         tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET, output_path=str(path),
                                       inputs_as_nchw=["input:0"] if nchw else None)
     except Exception as exc:
-        raise EdgeliteError(f"ONNX conversion failed: {str(exc).strip().splitlines()[-1][:300]}") from None
+        raise EdgeliteError(f"ONNX conversion failed: {one_line(exc, last=True)}") from None
     return path
 
 
@@ -58,7 +58,7 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: Callable[[], Iterabl
             quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         except Exception as exc:
-            raise EdgeliteError(f"ONNX int8 quantization failed: {str(exc).strip().splitlines()[-1][:300]}") from None
+            raise EdgeliteError(f"ONNX int8 quantization failed: {one_line(exc, last=True)}") from None
     return path
 
 

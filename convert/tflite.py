@@ -7,10 +7,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgelite.backends import METADATA_KEY
-from edgelite.errors import EdgeliteError
+from edgelite.errors import EdgeliteError, one_line
 
 KINDS = ("fp32", "fp16", "dynamic", "int8")
-IO_TYPES = ("int8", "uint8", "float32")
 
 
 def to_tflite(model, kind: str, calibration: Callable[[], Iterable[np.ndarray]] | None = None,
@@ -30,7 +29,9 @@ def to_tflite(model, kind: str, calibration: Callable[[], Iterable[np.ndarray]] 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([x] for x in calibration())
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_type]
+        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}.get(io_type)
+        if io is None:
+            raise EdgeliteError(f"unknown int8 input/output type {io_type!r} (int8, uint8 or float32)")
         converter.inference_input_type = io
         converter.inference_output_type = io
     elif kind != "fp32":
@@ -38,7 +39,7 @@ def to_tflite(model, kind: str, calibration: Callable[[], Iterable[np.ndarray]] 
     try:
         return bytes(converter.convert())
     except Exception as exc:
-        raise EdgeliteError(f"TFLite {kind} conversion failed: {str(exc).strip().splitlines()[-1][:300]}") from None
+        raise EdgeliteError(f"TFLite {kind} conversion failed: {one_line(exc, last=True)}") from None
 
 
 def embed_metadata(tflite: bytes, document: dict) -> bytes:

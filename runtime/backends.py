@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgeliteError
+from .errors import EdgeliteError, one_line
 from .quiet import quiet
 
 METADATA_KEY = "edgelite"
@@ -49,7 +49,7 @@ class LiteRTBackend:
                 self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise EdgeliteError(f"{path}: not a valid TFLite model ({str(exc).strip().splitlines()[0]})") from None
+            raise EdgeliteError(f"{path}: not a valid TFLite model ({one_line(exc)})") from None
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         self._in_index, self._out_index = inp["index"], out["index"]
         self._shape = tuple(inp["shape"])
@@ -125,7 +125,7 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise EdgeliteError(f"{path}: not a valid ONNX model ({str(exc).strip().splitlines()[0]})") from None
+            raise EdgeliteError(f"{path}: not a valid ONNX model ({one_line(exc)})") from None
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self._in_name = inp.name
         self.input = TensorInfo(_onnx_shape(inp.shape), np.dtype(self._dtypes.get(inp.type, np.float32)))

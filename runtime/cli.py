@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 
-from .errors import EdgeliteError
+from .errors import EdgeliteError, one_line
 
 DESCRIPTION = "Keras image classifiers to small devices: convert, run, benchmark, train."
 
@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unforeseen input: one line, the traceback on request
         if os.environ.get("EDGELITE_DEBUG"):
             traceback.print_exc()
-        detail = str(exc).strip().splitlines()
-        print(f"edgelite: error: {type(exc).__name__}: {detail[0] if detail else ''} "
+        print(f"edgelite: error: {type(exc).__name__}: {one_line(exc)} "
               "(set EDGELITE_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -77,9 +77,6 @@ class PreprocessSpec:
             if key in known:
                 known[key] = tuple(known[key])
         return cls(**known)
-
-    def with_size(self, height: int, width: int) -> "PreprocessSpec":
-        return replace(self, size=(int(height), int(width)))
 
 
 def load_image(source: ImageLike, spec: PreprocessSpec | None = None) -> Image.Image:
