@@ -1,6 +1,7 @@
 """`convert()`: one Keras model -> verified, self-describing TFLite and ONNX artifacts."""
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from edgelite.quiet import quiet
 from . import onnx_export, tflite
 from .loading import import_tensorflow, load_model, source_of
 from .resolve import resolve_labels, resolve_spec
-from .verify import THRESHOLDS, parity, passes
+from .verify import min_agreement, parity
 
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
 SCHEMA = 1
@@ -94,9 +95,6 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     checks = batch(tqdm(check, desc="check images", disable=not verbose), spec)
     reference = np.asarray(model.predict(checks, batch_size=32, verbose=0))
 
-    def calibration_batches():
-        return (calib[i:i + 1] for i in range(len(calib)))
-
     document = {
         "schema": SCHEMA,
         "task": "image-classification",
@@ -110,76 +108,96 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         document["calibration"] = {"images": len(calibration), "with_mirror_images": mirror}
     artifacts = []
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".convert-") as tmp:
-        tmp = Path(tmp)
+        exporter = _Exporter(model, Path(tmp), out_dir, Path(source["file"]).stem, calib, io_type, nchw, checks,
+                             reference, document, thresholds, force)
         for fmt in formats:
-            artifact = _export_one(model, fmt, tmp, out_dir, Path(source["file"]).stem, calibration_batches,
-                                   io_type, nchw, spec, labels, checks, reference, document,
-                                   thresholds, force)
+            artifact = exporter.export(fmt)
             say(_summary(artifact))
             artifacts.append(artifact)
     return Conversion(model, spec, labels, reference, artifacts)
 
 
-def _export_one(model, fmt, tmp, out_dir, stem, calibration_batches, io_type, nchw, spec, labels,
-                checks, reference, document, thresholds, force) -> Artifact:
-    family, precision = fmt.split("-", 1)
-    suffix = ".tflite" if family == "tflite" else ".onnx"
-    final = out_dir / f"{stem}_{precision}{suffix}"
-    artifact = Artifact(fmt, final)
-    started = time.perf_counter()
-    try:
-        staged = tmp / final.name
-        recipe = _recipe(fmt, io_type, nchw, calibration_batches)
-        with quiet():
+@dataclass
+class _Exporter:
+    """What every format's export shares: the model, the data and where things go."""
+
+    model: object
+    tmp: Path
+    out_dir: Path
+    stem: str
+    calib: np.ndarray | None  # float NHWC calibration samples
+    io_type: str
+    nchw: bool
+    checks: np.ndarray  # float NHWC check images
+    reference: np.ndarray  # Keras probabilities on them
+    document: dict  # the metadata every artifact shares
+    thresholds: dict | None
+    force: bool
+
+    def calibration_batches(self):
+        return (self.calib[i:i + 1] for i in range(len(self.calib)))
+
+    def onnx_fp32(self) -> Path:
+        """The tf2onnx export, made once and shared by onnx-fp32 and onnx-int8."""
+        path = self.tmp / "tf2onnx.onnx"
+        if not path.exists():
+            onnx_export.to_onnx(self.model, path, self.nchw)
+        return path
+
+    def export(self, fmt: str) -> Artifact:
+        """Convert, verify against Keras, embed the metadata and put the file in place."""
+        artifact = Artifact(fmt, None)
+        family, precision = fmt.split("-", 1)
+        final = self.out_dir / f"{self.stem}_{precision}.{family}"
+        staged = self.tmp / final.name
+        started = time.perf_counter()
+        try:
+            with quiet():
+                if family == "tflite":
+                    staged.write_bytes(tflite.to_tflite(self.model, precision, self.calibration_batches, self.io_type))
+                elif precision == "fp32":
+                    shutil.copyfile(self.onnx_fp32(), staged)
+                else:
+                    onnx_export.quantize_int8(self.onnx_fp32(), staged, self.calibration_batches)
+            spec = PreprocessSpec.from_dict({**self.document["preprocess"],
+                                             "layout": "NCHW" if family == "onnx" and self.nchw else "NHWC"})
+            classifier = Classifier(staged, labels=self.document["labels"], preprocess=spec)
+            classifier.probabilities = self.document["outputs"] == "probabilities"
+            inputs = self.checks.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else self.checks
+            artifact.scores = np.concatenate([classifier.scores(classifier.prepare(x[None])) for x in inputs])
+            artifact.parity = parity(self.reference, artifact.scores)
+            least = min_agreement(precision, self.thresholds)
+            artifact.passed = artifact.parity["top1_agreement"] >= least
+            meta = {**self.document, "format": fmt, "preprocess": spec.to_dict(),
+                    "quantization": self.recipe(family, precision), "parity": {**artifact.parity, "min_agreement": least}}
             if family == "tflite":
-                staged.write_bytes(tflite.to_tflite(model, precision, calibration_batches, io_type))
-            elif precision == "fp32":
-                onnx_export.to_onnx(model, staged, nchw)
+                staged.write_bytes(tflite.embed_metadata(staged.read_bytes(), meta))
             else:
-                fp32 = onnx_export.to_onnx(model, tmp / f"fp32-for-{final.name}", nchw)
-                onnx_export.quantize_int8(fp32, staged, calibration_batches)
-        layout = "NCHW" if family == "onnx" and nchw else "NHWC"
-        artifact_spec = PreprocessSpec.from_dict({**spec.to_dict(), "layout": layout})
-        classifier = Classifier(staged, labels=labels, preprocess=artifact_spec)
-        classifier.probabilities = document["outputs"] == "probabilities"
-        inputs = checks.transpose(0, 3, 1, 2) if layout == "NCHW" else checks
-        scores = np.concatenate([classifier.scores(classifier.prepare(x[None])) for x in inputs])
-        artifact.scores = scores
-        artifact.parity = parity(reference, scores)
-        artifact.passed = passes(artifact.parity, precision, thresholds)
-        meta_thresholds = {**THRESHOLDS, **(thresholds or {})}
-        meta = {**document, "format": fmt, "preprocess": artifact_spec.to_dict(),
-                "quantization": recipe, "parity": {**artifact.parity, "min_agreement": meta_thresholds[precision]}}
-        if family == "tflite":
-            staged.write_bytes(tflite.embed_metadata(staged.read_bytes(), meta))
-        else:
-            onnx_export.embed_metadata(staged, meta)
-        move_atomic(staged, final, force)
-        write_json(sidecar_path(final), meta, force)
-        artifact.size = final.stat().st_size
-    except EdgeliteError as exc:
-        artifact.error, artifact.path = str(exc), None
-    artifact.seconds = time.perf_counter() - started
-    return artifact
+                onnx_export.embed_metadata(staged, meta)
+            artifact.path = move_atomic(staged, final, self.force)
+            write_json(sidecar_path(final), meta, self.force)
+            artifact.size = final.stat().st_size
+        except EdgeliteError as exc:
+            artifact.error = str(exc)
+        artifact.seconds = time.perf_counter() - started
+        return artifact
+
+    def recipe(self, family: str, precision: str) -> dict:
+        recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
+        if precision == "int8":
+            recipe["activations"] = "int8" if family == "tflite" else "uint8"
+            recipe["calibration_samples"] = len(self.calib)
+            recipe["io"] = self.io_type if family == "tflite" else "float32"
+            if family == "onnx":
+                recipe["method"] = "onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, MinMax"
+        if family == "onnx":
+            recipe["opset"] = onnx_export.OPSET
+            recipe["layout"] = "NCHW" if self.nchw else "NHWC"
+        return recipe
 
 
 def _are_probabilities(outputs: np.ndarray) -> bool:
     return bool(outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
-
-
-def _recipe(fmt: str, io_type: str, nchw: bool, calibration_batches) -> dict:
-    precision = fmt.split("-", 1)[1]
-    recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
-    if precision == "int8":
-        recipe["activations"] = "int8" if fmt.startswith("tflite") else "uint8"
-        recipe["calibration_samples"] = sum(1 for _ in calibration_batches())
-        recipe["io"] = io_type if fmt.startswith("tflite") else "float32"
-        if fmt.startswith("onnx"):
-            recipe["method"] = "onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, MinMax"
-    if fmt.startswith("onnx"):
-        recipe["opset"] = onnx_export.OPSET
-        recipe["layout"] = "NCHW" if nchw else "NHWC"
-    return recipe
 
 
 def _summary(artifact: Artifact) -> str:

@@ -29,6 +29,6 @@ def parity(reference: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
-def passes(figures: dict, precision: str, thresholds: dict | None = None) -> bool:
-    limit = {**THRESHOLDS, **(thresholds or {})}[precision]
-    return figures["top1_agreement"] >= limit
+def min_agreement(precision: str, thresholds: dict | None = None) -> float:
+    """The least top-1 agreement an artifact of this precision must reach (defaults or given)."""
+    return {**THRESHOLDS, **(thresholds or {})}[precision]
