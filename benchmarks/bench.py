@@ -47,16 +47,15 @@ def find_artifacts(paths: Sequence[str | Path]) -> list[Path]:
 def environment() -> dict:
     """The machine and the versions that produced the figures."""
     versions = {"python": platform.python_version()}
-    for name, module in [("numpy", "numpy"), ("pillow", "PIL"), ("litert", "ai_edge_litert"),
-                         ("onnxruntime", "onnxruntime"), ("tensorflow", "tensorflow")]:
-        if name == "tensorflow" and "tensorflow" not in sys.modules:
-            continue  # never import TensorFlow just to read its version
-        try:
-            from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-            dist = {"litert": "ai-edge-litert", "pillow": "pillow"}.get(name, name)
+    for name, dist in [("numpy", "numpy"), ("pillow", "pillow"), ("litert", "ai-edge-litert"),
+                       ("onnxruntime", "onnxruntime"), ("tensorflow", "tensorflow")]:
+        if name == "tensorflow" and "tensorflow" not in sys.modules:
+            continue  # report TensorFlow only where this run used it
+        try:
             versions[name] = version(dist)
-        except Exception:
+        except PackageNotFoundError:
             continue
     cpu = platform.processor() or platform.machine()
     try:
@@ -70,6 +69,15 @@ def environment() -> dict:
             "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
+def bench_conversion(conversion, keras: str | Path, items: Sequence[tuple[Path, int | None]], **kwargs) -> dict:
+    """bench() for what convert() just made, on its own check images (`items`, in the same
+    order): the loaded Keras model and its reference predictions are reused, not redone."""
+    if len(items) != len(conversion.reference):
+        raise ValueError("items must be the conversion's check images")
+    artifacts = [a.path for a in conversion.artifacts if not a.error]
+    return bench(artifacts, keras=keras, items=items, keras_model=(conversion.model, conversion.reference), **kwargs)
+
+
 def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras: str | Path | None = None,
           items: Sequence[tuple[Path, int | None]] | None = None, keras_model=None,
           out: str | Path | None = None, runs: int = 100, warmup: int = 10, threads: Sequence[int] | None = None,
@@ -78,7 +86,8 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
     """Measure every artifact (and the Keras model) and return the results document.
 
     Accuracy and agreement are measured on `data` (a labeled folder) or on `items`, a list of
-    (image, true class or None). `keras_model`: the model at `keras` when it is already loaded.
+    (image, true class or None). `keras_model`: (model, its probabilities on the images) when
+    they are at hand already.
     With `out`, also writes results.json/.csv/.md and .png there.
     """
     paths = find_artifacts(artifacts)
@@ -121,7 +130,7 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
     return document
 
 
-def _keras_rows(keras_path, model, images, truth, runs, warmup, cold_repeat, preprocess, first, verbose):
+def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, preprocess, first, verbose):
     """Two reference rows: the model traced once (the fair baseline) and `model.predict`
     called per image (what most tutorials time)."""
     from edgelite.convert.loading import import_tensorflow
@@ -132,13 +141,14 @@ def _keras_rows(keras_path, model, images, truth, runs, warmup, cold_repeat, pre
     from edgelite.preprocess import batch, to_float
 
     keras_path = Path(keras_path)
-    model = model if model is not None else load_model(keras_path)
+    model, reference = loaded if loaded is not None else (load_model(keras_path), None)
     spec = resolve_spec(model, keras_path, preprocess or (first.spec if first.spec.layout == "NHWC" else None))
     if images:
-        probabilities = []
-        for start in tqdm(range(0, len(images), 32), desc="Keras reference", disable=not verbose):
-            probabilities.append(model.predict(batch(images[start:start + 32], spec), verbose=0))
-        reference = np.concatenate(probabilities)
+        if reference is None:
+            probabilities = []
+            for start in tqdm(range(0, len(images), 32), desc="Keras reference", disable=not verbose):
+                probabilities.append(model.predict(batch(images[start:start + 32], spec), verbose=0))
+            reference = np.concatenate(probabilities)
         x = to_float(images[0], spec)[None]
     else:
         reference = None
@@ -202,8 +212,7 @@ def _batches(clf, x, batches, runs, warmup) -> dict:
 
 
 def _latency_fields(figures: dict) -> dict:
-    return {"p50_ms": figures["p50_ms"], "p90_ms": figures["p90_ms"], "p99_ms": figures["p99_ms"],
-            "mean_ms": figures["mean_ms"], "std_ms": figures["std_ms"]}
+    return {key: value for key, value in figures.items() if key.endswith("_ms")}
 
 
 def _size_mb(path: Path) -> float:

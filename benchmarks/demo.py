@@ -10,7 +10,7 @@ from edgelite.errors import EdgeliteError
 from edgelite.files import find_images, prepare_out_dir, split_images
 
 from . import report
-from .bench import bench
+from .bench import bench_conversion
 from .labeled import labeled_images
 
 DEMO_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
@@ -57,9 +57,8 @@ def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None,
                          preprocess=preprocess, labels=labels, force=True)
     classes = conversion.reference.shape[1]
     truth_of = dict(labeled_images(data, conversion.labels, classes))
-    good = [a.path for a in conversion.artifacts if not a.error]
-    print(f"     measuring latency, accuracy and cold start of the Keras model and {len(good)} artifacts ...")
-    results = bench(good, keras=model, keras_model=conversion.model, items=[(p, truth_of.get(p)) for p in check_paths], runs=runs,
+    print("     measuring latency, accuracy and cold start of the Keras model and the artifacts ...")
+    results = bench_conversion(conversion, model, [(p, truth_of.get(p)) for p in check_paths], runs=runs,
                     threads=[threads], cold_repeat=1, preprocess=preprocess, verbose=False,
                     title=f"edgelite demo: {Path(model).name}")
     rows = results["rows"] + [

@@ -10,6 +10,7 @@ table, the command, the machine and the date. Needs the project's shared data
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from edgelite.errors import EdgeliteError
 from edgelite.files import prepare_out_dir, split_images, write_atomic
 
 from . import report
-from .bench import bench, environment
+from .bench import bench_conversion, environment
 from .labeled import labeled_images
 from .runtime_speed import DEFAULT_MODEL, SHARED
 
@@ -39,11 +40,10 @@ def run_model(name: str, model, items: list, out: Path, args, formats=None) -> s
     conversion = convert(model, out / "artifacts", calibration[:200], [p for p, _ in held],
                          formats=formats or FORMATS, force=True)
     convert_s = time.perf_counter() - started
-    artifacts = [a.path for a in conversion.artifacts if not a.error]
     print(f"   converted in {convert_s:.0f}s; benchmarking ...")
-    document = bench(artifacts, keras=model, items=held, out=out, runs=args.runs, warmup=10,
-                     threads=[max(1, (args.threads or 0))] if args.quick else None, batches=[1],
-                     cold_repeat=1 if args.quick else 3, force=True, title=name)
+    document = bench_conversion(conversion, model, held, out=out, runs=args.runs, warmup=10,
+                                threads=[args.threads or os.cpu_count() or 1] if args.quick else None, batches=[1],
+                                cold_repeat=1 if args.quick else 3, force=True, title=name)
     table = report.markdown(document["rows"])
     print(table)
     sweep = ", ".join(f"{r['name']}: " + " / ".join(f"{t}T {ms:.2f}" for t, ms in r["threads"].items())

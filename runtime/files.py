@@ -99,7 +99,8 @@ def write_json(path: str | Path, obj, force: bool = True) -> Path:
 
 def split(items: list, fraction: float, seed: int = 0) -> tuple[list, list]:
     """Seeded split into (first, held-back); stratified when items are (path, label) pairs
-    with labels. `fraction` is the held-back share, at least one item per class with 2+."""
+    with labels. `fraction` is the held-back share, at least one item per class with 2+.
+    Both lists come back in a seeded shuffled order, so any prefix is a fair sample."""
     import random
 
     rng = random.Random(seed)
@@ -116,6 +117,8 @@ def split(items: list, fraction: float, seed: int = 0) -> tuple[list, list]:
         n_held = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
         held.extend(group[:n_held])
         first.extend(group[n_held:])
+    rng.shuffle(first)
+    rng.shuffle(held)
     return first, held
 
 
