@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgelite.files import write_atomic, write_json
+from edgelite.files import write_atomic, write_figure, write_json
 
 COLUMNS = [  # (key, heading, format)
     ("name", "model", "{}"),
@@ -18,6 +18,16 @@ COLUMNS = [  # (key, heading, format)
     ("cold_start_s", "cold start s", "{:.2f}"),
     ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
 ]
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:
@@ -45,12 +55,9 @@ def plot(rows: list[dict], path: Path, title: str) -> Path | None:
     """Latency against top-1 accuracy (or agreement), one labeled point per row; None where
     matplotlib is not installed (the device)."""
     try:
-        import matplotlib
+        plt = pyplot()
     except ImportError:
         return None
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     metric = "top1" if all(r.get("top1") is not None for r in rows) else "agreement"
     points = [r for r in rows if r.get("p50_ms") and r.get(metric) is not None]
@@ -76,10 +83,8 @@ def plot(rows: list[dict], path: Path, title: str) -> Path | None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.part.png")
-    fig.savefig(tmp, dpi=120)
+    write_figure(fig, path)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

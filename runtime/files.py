@@ -80,6 +80,11 @@ def move_atomic(src: str | Path, dst: str | Path, force: bool = True) -> Path:
     return _into_place(Path(dst), lambda tmp: shutil.move(str(src), tmp), force)
 
 
+def write_figure(fig, path: str | Path, dpi: int = 120, force: bool = True) -> Path:
+    """Save a matplotlib figure as PNG, atomically."""
+    return _into_place(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), force)
+
+
 def _into_place(path: Path, stage, force: bool) -> Path:
     if path.exists() and not force:
         raise EdgeliteError(f"{path} already exists (use --force to overwrite)")

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgelite.benchmarks.report import pyplot
+from edgelite.files import write_figure
+
 
 def evaluate(probabilities: np.ndarray, truth: np.ndarray, labels: list[str]) -> dict:
     """Figures on the validation images, via scikit-learn's metrics."""
@@ -29,25 +32,9 @@ def per_class_table(figures: dict) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.part.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-    return path
-
-
 def plot_history(history: dict, path: Path, fine_tune_from: int | None = None) -> Path:
     """Accuracy and loss per epoch, training and validation; a line where fine-tuning began."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(history["loss"]) + 1)
     for ax, key, title in ((axes[0], "accuracy", "accuracy"), (axes[1], "loss", "loss")):
@@ -60,7 +47,7 @@ def plot_history(history: dict, path: Path, fine_tune_from: int | None = None) -
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = _save(fig, path)
+    path = write_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -68,13 +55,13 @@ def plot_history(history: dict, path: Path, fine_tune_from: int | None = None) -
 def plot_confusion(figures: dict, labels: list[str], path: Path) -> Path:
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    plt = _pyplot()
+    plt = pyplot()
     size = max(5, 0.6 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay(np.array(figures["confusion_matrix"]), display_labels=labels).plot(
         ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
     ax.set_title(f"validation accuracy {figures['accuracy']:.1%} ({figures['images']} images)")
     fig.tight_layout()
-    path = _save(fig, path)
+    path = write_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

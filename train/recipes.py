@@ -1,14 +1,13 @@
 """Training recipes: MobileNetV2 transfer learning and the small custom CNN, on class folders."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgelite.classifier import sidecar_path
 from edgelite.errors import EdgeliteError
-from edgelite.files import prepare_out_dir, write_json
+from edgelite.files import move_atomic, prepare_out_dir, write_json
 from edgelite.preprocess import PreprocessSpec
 from edgelite.convert.loading import import_tensorflow
 
@@ -83,9 +82,9 @@ def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "cnn", size: 
     probabilities = model.predict(data.x_val, batch_size=64, verbose=0)
     figures = evaluate(probabilities, data.y_val, data.labels)
     model_path = out_dir / "model.keras"
-    staged = out_dir / ".model.part.keras"
+    staged = out_dir / ".model.staged.keras"  # Keras insists on the .keras suffix
     model.save(staged)
-    os.replace(staged, model_path)
+    move_atomic(staged, model_path)
     write_json(sidecar_path(model_path), {"labels": data.labels, "preprocess": spec.to_dict(), "recipe": recipe})
     files = {
         "history": write_json(out_dir / "history.json", {**history, "fine_tune_from_epoch": fine_tune_from}),
