@@ -12,10 +12,12 @@ import numpy as np
 from tqdm import tqdm
 
 import edgelite
-from edgelite.classifier import Classifier, sidecar_path
-from edgelite.errors import EdgeliteError
+from edgelite import checkset
+from edgelite.backends import CHECK_KEY, open_backend
+from edgelite.classifier import Classifier, are_probabilities, scores_from_output, sidecar_path
+from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, prepare_out_dir, write_json
-from edgelite.preprocess import PreprocessSpec, batch
+from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
 from edgelite.quiet import quiet
 
 from . import onnx_export, tflite
@@ -59,7 +61,8 @@ class Conversion:
 def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, check: Sequence,
             formats: Sequence[str] = FORMATS, preprocess=None, labels=None, force: bool = False,
             unsafe: bool = False, thresholds: dict | None = None, io_type: str = "int8",
-            nchw: bool = False, weights: str | None = None, mirror: bool = True, verbose: bool = True) -> Conversion:
+            nchw: bool = False, weights: str | None = None, mirror: bool = True, verbose: bool = True,
+            rescue: bool = True) -> Conversion:
     """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
 
     `model_path` is a model file or folder, or an application name ("mobilenetv2") with
@@ -68,7 +71,9 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     reported; the others go on. `thresholds` maps a precision to its minimum agreement.
     `mirror` adds each calibration image's mirror image to the calibration set: twice the
     samples for the activation ranges without touching the check images (on MobileNetV2 with
-    125 photos: int8 agreement 97.6 % -> 99.2 % for TFLite and for ONNX).
+    125 photos: int8 agreement 97.6 % -> 99.2 % for TFLite and for ONNX). An int8 artifact below its
+    gate is `rescue`d: a per-layer error report, then the fewest layers kept in float that pass.
+    Each artifact carries a check set (`edgelite verify` on the device).
     """
     model_path = Path(model_path)
     unknown = [f for f in formats if f not in FORMATS]
@@ -93,14 +98,16 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     if calib is not None and mirror:
         calib = np.concatenate([calib, calib[:, :, ::-1]])  # NHWC: flip the width axis
     checks = batch(tqdm(check, desc="check images", disable=not verbose), spec)
-    reference = np.asarray(model.predict(checks, batch_size=32, verbose=0))
+    outputs = output_kind(model, checks[:8])
+    reference = probabilities(np.asarray(model.predict(checks, batch_size=32, verbose=0)), outputs)
+    check_set = _check_set(model, check, spec, outputs)
 
     document = {
         "schema": SCHEMA,
         "task": "image-classification",
         "labels": labels,
         "preprocess": spec.to_dict(),
-        "outputs": "probabilities" if _are_probabilities(reference) else "logits",
+        "outputs": outputs,
         "source": source,
         "edgelite_version": edgelite.__version__,
     }
@@ -109,12 +116,40 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     artifacts = []
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".convert-") as tmp:
         exporter = _Exporter(model, Path(tmp), out_dir, Path(source["file"]).stem, calib, io_type, nchw, checks,
-                             reference, document, thresholds, force)
+                             reference, document, thresholds, force, check_set, rescue, say)
         for fmt in formats:
             artifact = exporter.export(fmt)
             say(_summary(artifact))
             artifacts.append(artifact)
     return Conversion(model, spec, labels, reference, artifacts)
+
+
+def output_kind(model, sample: np.ndarray) -> str:
+    """"probabilities" or "logits", from the model's last activation; read off its outputs only
+    when the graph does not say (a SavedModel signature)."""
+    activation = getattr(model.layers[-1], "activation", None) if getattr(model, "layers", None) else None
+    name = getattr(activation, "__name__", str(activation or "")).lower()
+    if "softmax" in name or "sigmoid" in name:
+        return "probabilities"
+    if name == "linear":
+        return "logits"
+    outputs = np.asarray(model.predict(sample, verbose=0))
+    return "probabilities" if are_probabilities(outputs) else "logits"
+
+
+def probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
+    """The model's outputs as probabilities (softmax of logits), as every artifact is compared."""
+    return scores_from_output(outputs.reshape(len(outputs), -1), probabilities=kind == "probabilities")
+
+
+def _check_set(model, check, spec: PreprocessSpec, outputs: str) -> dict:
+    """The first CHECK_IMAGES check images at the model's size, as JPEG, with Keras' probabilities on
+    exactly the pixels they decode to."""
+    chosen = list(check)[:checkset.CHECK_IMAGES]
+    blobs, decoded = checkset.encode([pixels(image, spec) for image in chosen])
+    inputs = np.concatenate([from_pixels(p, spec) for p in decoded])
+    reference = probabilities(np.asarray(model.predict(inputs, batch_size=32, verbose=0)), outputs)
+    return {"blobs": blobs, "pixels": decoded, "reference": reference, "sha256": checkset.digest(decoded)}
 
 
 @dataclass
@@ -133,6 +168,9 @@ class _Exporter:
     document: dict  # the metadata every artifact shares
     thresholds: dict | None
     force: bool
+    check_set: dict
+    rescue: bool = True
+    say: object = print
 
     def calibration_batches(self):
         return (self.calib[i:i + 1] for i in range(len(self.calib)))
@@ -145,42 +183,118 @@ class _Exporter:
         return path
 
     def export(self, fmt: str) -> Artifact:
-        """Convert, verify against Keras, embed the metadata and put the file in place."""
+        """Convert, verify the file as the device opens it, rescue a failed int8, put it in place."""
         artifact = Artifact(fmt, None)
         family, precision = fmt.split("-", 1)
         final = self.out_dir / f"{self.stem}_{precision}.{family}"
         staged = self.tmp / final.name
         started = time.perf_counter()
         try:
-            with quiet():
-                if family == "tflite":
-                    staged.write_bytes(tflite.to_tflite(self.model, precision, self.calibration_batches, self.io_type))
-                elif precision == "fp32":
-                    shutil.copyfile(self.onnx_fp32(), staged)
-                else:
-                    onnx_export.quantize_int8(self.onnx_fp32(), staged, self.calibration_batches)
-            spec = PreprocessSpec.from_dict({**self.document["preprocess"],
-                                             "layout": "NCHW" if family == "onnx" and self.nchw else "NHWC"})
-            classifier = Classifier(staged, labels=self.document["labels"], preprocess=spec)
-            classifier.probabilities = self.document["outputs"] == "probabilities"
-            inputs = self.checks.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else self.checks
-            artifact.scores = np.concatenate([classifier.scores(classifier.prepare(x[None])) for x in inputs])
-            artifact.parity = parity(self.reference, artifact.scores)
             least = min_agreement(precision, self.thresholds)
+            recipe = self.build(family, precision, staged)
+            classifier, artifact.scores = self.measure(staged, family, precision, recipe)
+            artifact.parity = parity(self.reference, artifact.scores)
+            if artifact.parity["top1_agreement"] < least and precision == "int8" and self.rescue:
+                recipe = self.rescued(family, staged, artifact, least, recipe)
+                classifier, artifact.scores = self.measure(staged, family, precision, recipe)
+                artifact.parity = parity(self.reference, artifact.scores)
             artifact.passed = artifact.parity["top1_agreement"] >= least
-            meta = {**self.document, "format": fmt, "preprocess": spec.to_dict(),
-                    "quantization": self.recipe(family, precision), "parity": {**artifact.parity, "min_agreement": least}}
-            if family == "tflite":
-                staged.write_bytes(tflite.embed_metadata(staged.read_bytes(), meta))
-            else:
-                onnx_export.embed_metadata(staged, meta)
+            exported = np.concatenate([classifier.scores(classifier.prepare_pixels(p)) for p in self.check_set["pixels"]])
+            kernels = {**checkset.cpu_kernels(), "backend": classifier.backend.version}
+            del classifier
+            meta = {**self.metadata(family, precision, recipe),
+                    "parity": {**artifact.parity, "min_agreement": least, "kernels": kernels},
+                    "check_set": {"images": len(exported), "pixels_sha256": self.check_set["sha256"],
+                                  "encoding": "JPEG quality 92, 4:4:4, at the model's input size", "kernels": kernels}}
+            blob = {CHECK_KEY: checkset.pack(self.check_set["blobs"], self.check_set["reference"], exported)}
+            self.embed(staged, family, meta, blob)
             artifact.path = move_atomic(staged, final, self.force)
             write_json(sidecar_path(final), meta, self.force)
             artifact.size = final.stat().st_size
         except EdgeliteError as exc:
             artifact.error = str(exc)
+        except Exception as exc:  # one format's failure must not stop the others
+            artifact.error = f"{type(exc).__name__}: {one_line(exc)}"
         artifact.seconds = time.perf_counter() - started
         return artifact
+
+    def build(self, family: str, precision: str, staged: Path, exclude: Sequence[str] = ()) -> dict:
+        """Write the bare converted model to `staged`; returns its quantization recipe."""
+        recipe = self.recipe(family, precision)
+        with quiet():
+            if family == "tflite":
+                if exclude:
+                    from . import rescue
+
+                    data = rescue.tflite_with_fallback(self.model, self.calibration_batches, list(exclude), self.io_type)
+                else:
+                    data = tflite.to_tflite(self.model, precision, self.calibration_batches, self.io_type)
+                staged.write_bytes(data)
+                if exclude:
+                    recipe["float_layers"] = list(exclude)
+            elif precision == "fp32":
+                shutil.copyfile(self.onnx_fp32(), staged)
+            else:
+                recipe.update(onnx_export.quantize_int8(self.onnx_fp32(), staged, self.calibration_batches, exclude))
+        return recipe
+
+    def metadata(self, family: str, precision: str, recipe: dict) -> dict:
+        spec = {**self.document["preprocess"], "layout": "NCHW" if family == "onnx" and self.nchw else "NHWC"}
+        return {**self.document, "format": f"{family}-{precision}", "preprocess": spec, "quantization": recipe}
+
+    def embed(self, staged: Path, family: str, meta: dict, extra: dict | None = None) -> None:
+        if family == "tflite":
+            bare = self.tmp / (staged.name + ".bare")
+            if not bare.exists():
+                shutil.copyfile(staged, bare)  # the converter's bytes, before any metadata
+            staged.write_bytes(tflite.embed_metadata(bare.read_bytes(), meta, extra))
+        else:
+            onnx_export.embed_metadata(staged, meta, extra)
+
+    def measure(self, staged: Path, family: str, precision: str, recipe: dict):
+        """Probabilities on the check images from the file as the device opens it: metadata inside,
+        no settings given."""
+        (self.tmp / (staged.name + ".bare")).unlink(missing_ok=True)
+        self.embed(staged, family, self.metadata(family, precision, recipe))
+        classifier = Classifier(staged)
+        inputs = self.checks.transpose(0, 3, 1, 2) if classifier.spec.layout == "NCHW" else self.checks
+        return classifier, np.concatenate([classifier.scores(classifier.prepare(x[None])) for x in inputs])
+
+    def rescued(self, family: str, staged: Path, artifact: Artifact, least: float, recipe: dict) -> dict:
+        """The least float fallback that passes the gate, chosen from a per-layer error report;
+        the report is written beside the artifact. Leaves the chosen model in `staged`."""
+        from . import rescue
+
+        self.say(f"  {artifact.format:15s} agreement {artifact.parity['top1_agreement']:.1%} < {least:.1%}: "
+                 "per-layer report, then float fallback of the worst layers")
+        sample = self.checks[:16].transpose(0, 3, 1, 2) if family == "onnx" and self.nchw else self.checks[:16]
+        with quiet():
+            if family == "onnx":
+                layers = rescue.onnx_layer_report(self.onnx_fp32(), staged, sample, "input")
+            else:
+                layers = rescue.tflite_layer_report(self.model, self.calibration_batches, sample, self.io_type)
+        key = "sqnr_db" if family == "onnx" else "rmse_scale"
+        stem = self.out_dir / f"{self.stem}_int8.{family}"
+        rescue.write_report(layers, stem, f"{artifact.format}: per-layer quantization error", key)
+        self.say(rescue.format_table(layers, key, worst=5))
+        plain_size, plain_ms = staged.stat().st_size, _latency(staged)
+        trial = self.tmp / f"trial.{family}"
+
+        def evaluate(excluded: list[str]) -> float:
+            trial_recipe = self.build(family, "int8", trial, excluded)
+            return parity(self.reference, self.measure(trial, family, "int8", trial_recipe)[1])["top1_agreement"]
+
+        found = rescue.fallback_search(layers, evaluate, least, key)
+        self.say(f"  {artifact.format:15s} " + ", ".join(f"{t['excluded']} in float: {t['agreement']:.1%}"
+                                                          for t in found["tries"]))
+        if not found["passed"]:
+            return {**recipe, "rescue": {**found, "report": f"{stem.name}.layers.json"}}
+        new = self.build(family, "int8", staged, found["excluded"])
+        cost = {"size_bytes": staged.stat().st_size - plain_size, "latency_ms": round(_latency(staged) - plain_ms, 3)}
+        self.say(f"  {artifact.format:15s} kept in float: {', '.join(found['excluded'])}; costs "
+                 f"{cost['size_bytes'] / 1e3:+.0f} KB and {cost['latency_ms']:+.2f} ms per image here")
+        return {**new, "rescue": {**found, "cost": cost, "from_agreement": artifact.parity["top1_agreement"],
+                                  "report": f"{stem.name}.layers.json"}}
 
     def recipe(self, family: str, precision: str) -> dict:
         recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
@@ -188,16 +302,22 @@ class _Exporter:
             recipe["activations"] = "int8" if family == "tflite" else "uint8"
             recipe["calibration_samples"] = len(self.calib)
             recipe["io"] = self.io_type if family == "tflite" else "float32"
-            if family == "onnx":
-                recipe["method"] = "onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, MinMax"
         if family == "onnx":
             recipe["opset"] = onnx_export.OPSET
             recipe["layout"] = "NCHW" if self.nchw else "NHWC"
         return recipe
 
 
-def _are_probabilities(outputs: np.ndarray) -> bool:
-    return bool(outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
+def _latency(path: Path, runs: int = 20) -> float:
+    """Median ms per single-image run, for what a fallback costs."""
+    backend = open_backend(path)
+    x = np.zeros((1, *backend.input.shape[1:]), backend.input.dtype)
+    times = []
+    for _ in range(runs + 3):
+        started = time.perf_counter()
+        backend.run(x)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times[3:]) * 1e3)
 
 
 def _summary(artifact: Artifact) -> str:

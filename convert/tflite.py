@@ -42,17 +42,21 @@ def to_tflite(model, kind: str, calibration: Callable[[], Iterable[np.ndarray]] 
         raise EdgeliteError(f"TFLite {kind} conversion failed: {one_line(exc, last=True)}") from None
 
 
-def embed_metadata(tflite: bytes, document: dict) -> bytes:
-    """Store `document` as JSON in the model's metadata under the key 'edgelite'."""
+def embed_metadata(tflite: bytes, document: dict, extra: dict[str, bytes] | None = None) -> bytes:
+    """Store `document` as JSON in the model's metadata under 'edgelite', and each `extra` payload
+    (e.g. the check set) under its own name. Entries of the same names are replaced."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(document).encode(), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = METADATA_KEY, len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_KEY, METADATA_KEY.encode())]
-    model.metadata.append(entry)
+    entries = {METADATA_KEY: json.dumps(document).encode(), **(extra or {})}
+    model.metadata = [m for m in (model.metadata or [])
+                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in entries]
+    for name, payload in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(payload, dtype=np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata.append(entry)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

@@ -18,6 +18,7 @@ from .errors import EdgeliteError, one_line
 from .quiet import quiet
 
 METADATA_KEY = "edgelite"
+CHECK_KEY = "edgelite_check"  # the check set (runtime/checkset.py), an .npz payload
 
 
 class TensorInfo(NamedTuple):
@@ -44,6 +45,7 @@ class LiteRTBackend:
         if interpreter_class is None:
             raise EdgeliteError("no TFLite interpreter installed: pip install 'edgelite[tflite]'")
         self.path = path
+        self.version = f"{interpreter_class.__module__.split('.')[0]} {_version(interpreter_class.__module__)}"
         try:
             with quiet():  # LiteRT logs its delegate choice on stderr
                 self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
@@ -65,7 +67,11 @@ class LiteRTBackend:
         return self.interpreter.get_tensor(self._out_index)
 
     def metadata(self) -> dict | None:
-        return read_tflite_metadata(self.path)
+        raw = read_tflite_metadata(self.path)
+        return json.loads(raw) if raw else None
+
+    def check_set(self) -> bytes | None:
+        return read_tflite_metadata(self.path, CHECK_KEY)
 
 
 def _tflite_info(detail: dict) -> TensorInfo:
@@ -74,13 +80,12 @@ def _tflite_info(detail: dict) -> TensorInfo:
     return TensorInfo(shape, np.dtype(detail["dtype"]), float(scale), int(zero_point))
 
 
-def read_tflite_metadata(path: Path) -> dict | None:
-    """The edgelite JSON stored as a TFLite metadata entry, or None."""
+def read_tflite_metadata(path: Path, key: str = METADATA_KEY) -> bytes | None:
+    """The bytes of a TFLite metadata entry (edgelite's JSON by default), or None."""
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if buf.find(METADATA_KEY.encode()) < 0:
-            return None  # no entry of ours: skip loading the flatbuffer schema
-        raw = _metadata_bytes(_tflite_schema(), buf)  # a copy: no view into buf outlives it
-    return json.loads(raw) if raw else None
+        if buf.find(key.encode()) < 0:
+            return None  # no such entry: skip loading the flatbuffer schema
+        return _metadata_bytes(_tflite_schema(), buf, key)  # a copy: no view into buf outlives it
 
 
 def _tflite_schema():
@@ -94,13 +99,24 @@ def _tflite_schema():
     return None
 
 
-def _metadata_bytes(schema, buf) -> bytes | None:
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(module.split(".")[0],
+                                                                                          module.split(".")[0])
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _metadata_bytes(schema, buf, key: str) -> bytes | None:
     if schema is None:
         return None
     model = schema.Model.GetRootAs(buf, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
-        if entry.Name() == METADATA_KEY.encode():
+        if entry.Name() == key.encode():
             return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
     return None
 
@@ -126,6 +142,7 @@ class OnnxBackend:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EdgeliteError(f"{path}: not a valid ONNX model ({one_line(exc)})") from None
+        self.version = f"onnxruntime {ort.__version__}"
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self._in_name = inp.name
         self.input = TensorInfo(_onnx_shape(inp.shape), np.dtype(self._dtypes.get(inp.type, np.float32)))
@@ -137,6 +154,12 @@ class OnnxBackend:
     def metadata(self) -> dict | None:
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         return json.loads(raw) if raw else None
+
+    def check_set(self) -> bytes | None:
+        import base64
+
+        raw = self.session.get_modelmeta().custom_metadata_map.get(CHECK_KEY)
+        return base64.b64decode(raw) if raw else None
 
 
 def _onnx_shape(shape) -> tuple:

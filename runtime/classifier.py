@@ -12,7 +12,7 @@ from PIL import Image
 
 from .backends import open_backend
 from .errors import EdgeliteError
-from .preprocess import PreprocessSpec, quantize, to_input
+from .preprocess import PreprocessSpec, from_pixels, quantize, to_input
 
 
 class Prediction(NamedTuple):
@@ -52,6 +52,11 @@ def read_sidecar(model_path: str | Path) -> dict | None:
         raise EdgeliteError(f"cannot read {path}: {exc}") from None
 
 
+def are_probabilities(outputs: np.ndarray, tolerance: float = 0.02) -> bool:
+    """Read off values alone (only when nothing says): non-negative rows that sum to 1."""
+    return bool(outputs.min() >= 0 and outputs.max() <= 1 and np.allclose(outputs.sum(axis=1), 1.0, atol=tolerance))
+
+
 def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0,
                        probabilities: bool | None = None) -> np.ndarray:
     """Dequantize a model output [N, C]; softmax it unless it already holds probabilities.
@@ -67,7 +72,7 @@ def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0,
         if scale:
             probabilities = abs(scale - 1 / 256) < 1e-9 and zero_point in (-128, 0)
         else:
-            probabilities = out.min() >= 0 and out.max() <= 1 and np.allclose(out.sum(axis=1), 1.0, atol=0.02)
+            probabilities = are_probabilities(out)
     if not probabilities:
         shifted = np.exp(out - out.max(axis=1, keepdims=True))
         out = shifted / shifted.sum(axis=1, keepdims=True)
@@ -143,6 +148,10 @@ class Classifier:
                 return quantize(array, self.input.dtype, self.input.scale, self.input.zero_point)
             return array.astype(self.input.dtype, copy=False)
         return to_input(item, self.spec, self.input.dtype, (self.input.scale, self.input.zero_point))
+
+    def prepare_pixels(self, array: np.ndarray) -> np.ndarray:
+        """uint8 pixels already at the model's size and channel order -> the backend's input batch of one."""
+        return from_pixels(array, self.spec, self.input.dtype, (self.input.scale, self.input.zero_point))
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities [N, C] for a prepared batch."""

@@ -79,9 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nchw", action="store_true", help="ONNX with NCHW input")
     p.add_argument("--no-calib-mirror", action="store_true",
                    help="calibrate on the images only, not also on their mirror images")
+    p.add_argument("--no-rescue", action="store_true",
+                   help="leave an int8 artifact below its gate as it is (default: per-layer report, then the fewest "
+                        "layers kept in float that pass)")
     p.add_argument("--unsafe", action="store_true", help="allow Keras to load arbitrary code (lambda layers)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(run=_convert)
+
+    p = sub.add_parser("verify", help="measure an artifact's agreement with Keras on this machine (no TensorFlow)",
+                       description="Run the check set an edgelite artifact carries (images at the model's size and "
+                                   "the Keras model's probabilities on them) through this machine's backend and "
+                                   "integer kernels. Exit 0 if the top-1 agreement reaches the gate, 1 if not.")
+    p.add_argument("models", nargs="+", help=".tflite or .onnx files made by edgelite convert")
+    p.add_argument("--min-agreement", type=float, help="the gate (default: the one recorded at export)")
+    p.add_argument("--backend", help="force a backend: litert or onnxruntime")
+    p.add_argument("--json", action="store_true", help="one JSON object per model")
+    p.set_defaults(run=_verify)
+
+    p = sub.add_parser("inspect", help="an artifact's metadata and per-layer quantization report",
+                       description="Show what an artifact carries: format, labels, preprocessing, quantization "
+                                   "recipe (layers kept in float), parity at export and where it was measured, and "
+                                   "the per-layer error report written when an int8 export was rescued (or "
+                                   "--layers to compute it now from the ONNX float and int8 files).")
+    p.add_argument("model", help=".tflite or .onnx file")
+    p.add_argument("--float", dest="float_model", help="the float .onnx export, to compute the per-layer report now")
+    p.add_argument("--worst", type=int, default=10, help="layers to list (default 10)")
+    p.set_defaults(run=_inspect)
 
     p = sub.add_parser("predict", help="classify images with a .tflite or .onnx model (no TensorFlow)",
                        description="Top-k classes for image files, folders (recursive) and globs.")
@@ -181,12 +204,86 @@ def _convert(args) -> int:
                      formats=args.formats or FORMATS, preprocess=args.preprocess, labels=args.labels,
                      force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
                      weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
-                     mirror=not args.no_calib_mirror)
+                     mirror=not args.no_calib_mirror, rescue=not args.no_rescue)
     failed = [a.format for a in result.artifacts if not a.passed]
     if failed:
         print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _verify(args) -> int:
+    from .checkset import verify
+    from .classifier import Classifier
+
+    failed = 0
+    for model in args.models:
+        report = verify(Classifier(model, backend=args.backend), args.min_agreement)
+        failed += not report["passed"]
+        if args.json:
+            print(json.dumps(report))
+            continue
+        k = report["kernels"]
+        gate = "no gate" if report["min_agreement"] is None else f"gate {report['min_agreement']:.1%}"
+        print(f"{model}: top-1 agreement with Keras {report['top1_agreement']:.1%} on {report['images']} check images "
+              f"({gate}) -> {'ok' if report['passed'] else 'BELOW THE GATE'}")
+        print(f"  max |dp| vs Keras {report['max_abs_diff']:.3f}; vs the exporting machine: same top-1 "
+              f"{report['same_top1_as_export']:.1%}, max |dp| {report['max_abs_diff_from_export']:.3f}"
+              + ("" if report["pixels_identical"] else "; check images decode differently here"))
+        exported = report["exported_on"] or {}
+        print(f"  here: {k['machine']} [{' '.join(k['flags'])}] {k['backend']}; exported on: "
+              f"{exported.get('machine', '?')} [{' '.join(exported.get('flags', []))}] {exported.get('backend', '')}")
+    return 1 if failed else 0
+
+
+def _inspect(args) -> int:
+    from pathlib import Path
+
+    from .classifier import Classifier
+
+    clf = Classifier(args.model)
+    meta = clf.metadata
+    print(f"{args.model}: {meta.get('format', 'no edgelite metadata')}; input {clf.input.shape} {clf.input.dtype}, "
+          f"output {clf.output.shape} {clf.output.dtype}; {len(clf.labels or [])} labels")
+    print(f"  preprocessing: {json.dumps(clf.spec.to_dict())}")
+    recipe = meta.get("quantization", {})
+    if recipe:
+        print(f"  quantization: {json.dumps({k: v for k, v in recipe.items() if k != 'rescue'})}")
+    if "parity" in meta:
+        p = meta["parity"]
+        k = p.get("kernels", {})
+        print(f"  parity at export: top-1 agreement {p['top1_agreement']:.1%} on {p['images']} images (gate "
+              f"{p['min_agreement']:.1%}), max |dp| {p['max_abs_diff']:.3f}; measured on {k.get('machine', '?')} "
+              f"[{' '.join(k.get('flags', []))}] {k.get('backend', '')}")
+    rescue = recipe.get("rescue")
+    if rescue:
+        tries = ", ".join(f"{t['excluded']} in float: {t['agreement']:.1%}" for t in rescue["tries"])
+        print(f"  rescue: {tries}; kept in float: {', '.join(rescue['excluded']) or 'none'}")
+    layers = None
+    if args.float_model:
+        from edgelite.convert.rescue import onnx_layer_report
+        from .checkset import decode, unpack
+
+        blobs = unpack(clf.backend.check_set() or b"")[0] if clf.backend.check_set() else []
+        if not blobs:
+            raise EdgeliteError(f"{args.model} carries no check set to compute the report on")
+        import numpy as np
+
+        inputs = np.concatenate([clf.prepare_pixels(decode(b)) for b in blobs[:16]]).astype(np.float32)
+        layers = onnx_layer_report(Path(args.float_model), Path(args.model), inputs, clf.backend.session.get_inputs()[0].name)
+    else:
+        report = Path(args.model).with_name(rescue["report"]) if rescue and rescue.get("report") else None
+        if report and report.is_file():
+            layers = json.loads(report.read_text())
+    if layers:
+        from edgelite.convert.rescue import format_table
+
+        key = "sqnr_db" if "sqnr_db" in layers[0] and layers[0]["sqnr_db"] is not None else "rmse_scale"
+        print(format_table(layers, key, worst=args.worst))
+    elif recipe.get("weights") == "int8":
+        print("  no per-layer report stored (written when an int8 export is rescued); "
+              "for ONNX pass --float MODEL_fp32.onnx to compute one")
     return 0
 
 

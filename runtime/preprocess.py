@@ -192,8 +192,12 @@ def pixel_table(spec: PreprocessSpec, dtype: np.dtype, scale: float, zero_point:
 
 def to_input(image: ImageLike, spec: PreprocessSpec, dtype=np.float32, quantization=(0.0, 0)) -> np.ndarray:
     """Image -> the exact batch-of-one array a backend wants (quantized if its input is)."""
+    return from_pixels(pixels(image, spec), spec, dtype, quantization)
+
+
+def from_pixels(array: np.ndarray, spec: PreprocessSpec, dtype=np.float32, quantization=(0.0, 0)) -> np.ndarray:
+    """uint8 pixels [H, W, 3] already at the model's size and channel order -> the backend's batch of one."""
     dtype = np.dtype(dtype)
-    array = pixels(image, spec)
     if np.issubdtype(dtype, np.integer):
         scale, zero_point = quantization
         if not scale:

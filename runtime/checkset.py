@@ -1,0 +1,100 @@
+"""The check set an artifact carries, and `verify`: its agreement with Keras measured where it runs.
+
+The converter stores a few dozen check images inside each artifact, already at the model's size
+(JPEG 4:4:4, quality 92: about 15 KB each at 224x224), with the Keras model's probabilities on those
+exact decoded pixels and the artifact's own probabilities on the machine that exported it. On the
+device, with no TensorFlow and no images, `verify` runs them through the same `from_pixels` as
+every prediction and compares: top-1 agreement with Keras (the gate), and how far this machine's
+integer kernels move the outputs from the exporting machine's.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import platform
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import EdgeliteError
+
+CHECK_IMAGES = 32
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+
+
+def cpu_kernels() -> dict:
+    """What decides which integer kernels run here: the machine and its SIMD flags."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("flags", "features")):
+                flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "flags": [f for f in FLAGS if f in flags]}
+
+
+def encode(pixels: list[np.ndarray]) -> tuple[list[bytes], list[np.ndarray]]:
+    """uint8 [H, W, C] arrays -> JPEG files and the pixels they decode to (what the check uses)."""
+    blobs, decoded = [], []
+    for array in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="JPEG", quality=92, subsampling=0)
+        blobs.append(buffer.getvalue())
+        decoded.append(decode(blobs[-1]))
+    return blobs, decoded
+
+
+def decode(blob: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+
+
+def digest(pixels: list[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for array in pixels:
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def pack(blobs: list[bytes], reference: np.ndarray, exported: np.ndarray) -> bytes:
+    """The check set as one .npz payload (stored inside the artifact)."""
+    out = io.BytesIO()
+    np.savez(out, jpeg=np.frombuffer(b"".join(blobs), np.uint8), sizes=np.array([len(b) for b in blobs]),
+             reference=reference.astype(np.float32), exported=exported.astype(np.float32))
+    return out.getvalue()
+
+
+def unpack(payload: bytes) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+    with np.load(io.BytesIO(payload)) as data:
+        raw, sizes = data["jpeg"].tobytes(), data["sizes"]
+        ends = np.cumsum(sizes)
+        blobs = [raw[end - size:end] for size, end in zip(sizes, ends)]
+        return blobs, data["reference"], data["exported"]
+
+
+def verify(classifier, min_agreement: float | None = None) -> dict:
+    """Run the artifact's check set on this machine; figures and a verdict against the gate."""
+    payload = classifier.backend.check_set()
+    if payload is None:
+        raise EdgeliteError(f"{classifier.path.name} carries no check set (made by edgelite convert >= 0.2)")
+    blobs, reference, exported = unpack(payload)
+    pixels = [decode(b) for b in blobs]
+    recorded = classifier.metadata.get("check_set", {})
+    scores = np.concatenate([classifier.scores(classifier.prepare_pixels(p)) for p in pixels])
+    ours, keras, theirs = scores.argmax(1), reference.argmax(1), exported.argmax(1)
+    gate = min_agreement if min_agreement is not None else classifier.metadata.get("parity", {}).get("min_agreement")
+    agreement = float(np.mean(ours == keras))
+    return {
+        "model": str(classifier.path),
+        "images": len(pixels),
+        "top1_agreement": agreement,
+        "max_abs_diff": float(np.abs(scores - reference).max()),
+        "same_top1_as_export": float(np.mean(ours == theirs)),
+        "max_abs_diff_from_export": float(np.abs(scores - exported).max()),
+        "pixels_identical": recorded.get("pixels_sha256") in (None, digest(pixels)),
+        "kernels": {**cpu_kernels(), "backend": classifier.backend.version},
+        "exported_on": recorded.get("kernels"),
+        "min_agreement": gate,
+        "passed": gate is None or agreement >= gate,
+    }
