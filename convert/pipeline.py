@@ -205,7 +205,7 @@ class _Exporter:
             meta = {**self.metadata(family, precision, recipe),
                     "parity": {**artifact.parity, "min_agreement": least, "kernels": kernels},
                     "check_set": {"images": len(exported), "pixels_sha256": self.check_set["sha256"],
-                                  "encoding": "JPEG quality 92, 4:4:4, at the model's input size", "kernels": kernels}}
+                                  "encoding": "JPEG quality 90, 4:4:4, at the model's input size", "kernels": kernels}}
             blob = {CHECK_KEY: checkset.pack(self.check_set["blobs"], self.check_set["reference"], exported)}
             self.embed(staged, family, meta, blob)
             artifact.path = move_atomic(staged, final, self.force)
@@ -285,8 +285,7 @@ class _Exporter:
             return parity(self.reference, self.measure(trial, family, "int8", trial_recipe)[1])["top1_agreement"]
 
         found = rescue.fallback_search(layers, evaluate, least, key)
-        self.say(f"  {artifact.format:15s} " + ", ".join(f"{t['excluded']} in float: {t['agreement']:.1%}"
-                                                          for t in found["tries"]))
+        self.say(f"  {artifact.format:15s} {rescue.format_tries(found['tries'])}")
         if not found["passed"]:
             return {**recipe, "rescue": {**found, "report": f"{stem.name}.layers.json"}}
         new = self.build(family, "int8", staged, found["excluded"])

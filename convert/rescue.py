@@ -173,6 +173,12 @@ def fallback_search(layers: list[dict], evaluate: Callable[[list[str]], float], 
             "passed": False}
 
 
+def format_tries(tries: list[dict]) -> str:
+    """'1 in float: 97.0%, 2 in float: failed (...)' for the console."""
+    return ", ".join(f"{t['excluded']} in float: " + (f"{t['agreement']:.1%}" if t.get("agreement") is not None
+                                                      else f"failed ({t.get('error', '?')})") for t in tries)
+
+
 def format_table(layers: list[dict], key: str, worst: int = 10) -> str:
     """The worst layers by `key`, one per line."""
     rows = _worst_first(layers, key)[:worst]

@@ -258,8 +258,10 @@ def _inspect(args) -> int:
               f"[{' '.join(k.get('flags', []))}] {k.get('backend', '')}")
     rescue = recipe.get("rescue")
     if rescue:
-        tries = ", ".join(f"{t['excluded']} in float: {t['agreement']:.1%}" for t in rescue["tries"])
-        print(f"  rescue: {tries}; kept in float: {', '.join(rescue['excluded']) or 'none'}")
+        from edgelite.convert.rescue import format_tries
+
+        kept = ", ".join(rescue["excluded"]) if rescue.get("passed") else "none (no try passed)"
+        print(f"  rescue: {format_tries(rescue['tries'])}; kept in float: {kept}")
     layers = None
     if args.float_model:
         from edgelite.convert.rescue import onnx_layer_report
@@ -279,7 +281,7 @@ def _inspect(args) -> int:
     if layers:
         from edgelite.convert.rescue import format_table
 
-        key = "sqnr_db" if "sqnr_db" in layers[0] and layers[0]["sqnr_db"] is not None else "rmse_scale"
+        key = "sqnr_db" if Path(args.model).suffix == ".onnx" else "rmse_scale"
         print(format_table(layers, key, worst=args.worst))
     elif recipe.get("weights") == "int8":
         print("  no per-layer report stored (written when an int8 export is rescued); "

@@ -32,7 +32,7 @@ def test_artifacts_carry_their_metadata_inside_and_beside(converted, trained):
         least = 0.995 if a.precision in ("fp32", "fp16") else 0.95
         assert meta["parity"] == {**a.parity, "min_agreement": least, "kernels": meta["parity"]["kernels"]}
         assert meta["parity"]["kernels"]["backend"].split()[0] in ("ai_edge_litert", "onnxruntime")
-        assert meta["check_set"]["images"] == 32 and meta["check_set"]["kernels"] == meta["parity"]["kernels"]
+        assert meta["check_set"]["images"] == 24 and meta["check_set"]["kernels"] == meta["parity"]["kernels"]
         assert len(meta["source"]["sha256"]) == 64
         assert meta["outputs"] == "probabilities"
         sidecar = json.loads(a.path.with_name(a.path.name + ".json").read_text())

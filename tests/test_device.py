@@ -45,6 +45,8 @@ def test_classifies_with_only_the_device_packages(backend, fmt, artifact, traine
                 continue
             raise SystemExit(f"{{blocked}} is importable: not a device environment")
         from edgelite.cli import main
+        if main(["verify", {str(artifact[fmt])!r}]):  # the check set it carries, on this machine's kernels
+            raise SystemExit("verify failed")
         sys.exit(main(["predict", {str(artifact[fmt])!r}, {str(image)!r}, "--top-k", "1"]))
     """)
     # -S: no site-packages at all, -I: no user site, no PYTHONPATH
@@ -52,3 +54,4 @@ def test_classifies_with_only_the_device_packages(backend, fmt, artifact, traine
                           env={"PATH": os.environ.get("PATH", "")})
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{trained.labels[label]} ({label})" in done.stdout
+    assert "top-1 agreement with Keras" in done.stdout and "-> ok" in done.stdout
