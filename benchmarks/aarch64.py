@@ -119,6 +119,8 @@ def prove(model: Path, work: Path, images: list[Path] | None = None, labels=None
     done = run([*emulated, "predict", str(bundled), *map(str, images), "--json", "--top-k", "1"], env=env)
     timings["emulated_predict_s"] = time.perf_counter() - started
     arm = {Path(r["image"]).name: r["predictions"][0] for r in map(json.loads, done.stdout.splitlines())}
+    verified = subprocess.run([*emulated, "verify", str(bundled), "--json"], capture_output=True, text=True, env=env)
+    check = json.loads(verified.stdout) if verified.stdout.strip() else {"error": verified.stderr.strip()[-500:]}
     machine = run([*emulated[:-2], "-c", "import platform; print(platform.machine())"], env=env).stdout.strip()
     no_tensorflow = run([*emulated[:-2], "-c", "import importlib.util as u; print(u.find_spec('tensorflow') is None)"],
                         env=env).stdout.strip() == "True"
@@ -137,8 +139,10 @@ def prove(model: Path, work: Path, images: list[Path] | None = None, labels=None
         same &= match
         rows.append({"image": image.name, "x86": ours.label, "aarch64": theirs and theirs["label"],
                      "x86_score": ours.score, "aarch64_score": theirs and theirs["score"], "same": match})
+    if "same_top1_as_export" in check:  # the check set: aarch64 kernels against the exporting machine's
+        same &= check["same_top1_as_export"] == 1.0
     report = {"model": str(model), "machine_emulated": machine, "no_tensorflow": no_tensorflow,
-              "installed": installed, "timings": timings, "rows": rows, "same_top1": same,
+              "installed": installed, "timings": timings, "rows": rows, "same_top1": same, "verify": check,
               "bench_exit": bench_done.returncode, "bench_output": bench_done.stdout[-2000:]}
     write_json(work / "aarch64.json", report)
     print(f"emulated {machine} Python 3.11; requirements installed as aarch64 wheels in {timings['install_s']:.0f}s: "
@@ -146,6 +150,12 @@ def prove(model: Path, work: Path, images: list[Path] | None = None, labels=None
     for r in rows:
         mark = "same" if r["same"] else "DIFFERENT"
         print(f"  {r['image']:40s} x86: {r['x86'][:30]:30s} aarch64: {str(r['aarch64'])[:30]:30s} {mark}")
+    if "same_top1_as_export" in check:
+        print(f"verify on aarch64: top-1 agreement with Keras {check['top1_agreement']:.1%} on {check['images']} check "
+              f"images; same top-1 as the exporting machine on {check['same_top1_as_export']:.1%}, max |dp| "
+              f"{check['max_abs_diff_from_export']:.4f} ({check['kernels']['backend']}); exit {verified.returncode}")
+    else:
+        print(f"verify on aarch64: {check.get('error', 'no check set')}")
     print(f"TensorFlow importable on the emulated device: {not no_tensorflow}; emulated bench exit {bench_done.returncode}")
     print(bench_done.stdout.strip())
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))

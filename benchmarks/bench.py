@@ -2,8 +2,8 @@
 
 Latency (batch 1 by default; warm-up, then timed runs; a threads sweep), cold start and peak
 memory in fresh processes, file size, accuracy on a labeled folder and agreement with Keras.
-Without TensorFlow (on the device) the Keras rows are left out and agreement is read from
-the parity figures each artifact carries from its export.
+Without TensorFlow (on the device) the Keras rows are left out and agreement is measured on
+the check set each artifact carries (`edgelite verify`), on this machine's kernels.
 """
 from __future__ import annotations
 
@@ -190,7 +190,13 @@ def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, runs
                        max_abs_diff=figures["max_abs_diff"], agreement_source="measured")
         cold = measure_processes({"artifact": artifact_command(path, sample)}, cold_repeat)["artifact"]
         row.update(cold_start_s=cold.get("wall_s"), peak_rss_mib=cold.get("peak_rss_mib"))
-    if reference is None and "parity" in clf.metadata:
+    if reference is None and clf.backend.check_set() is not None:
+        from edgelite.checkset import verify  # the check set it carries, on this machine's kernels
+
+        measured = verify(clf)
+        row.update(agreement=measured["top1_agreement"], max_abs_diff=measured["max_abs_diff"],
+                   agreement_source=f"measured here on its {measured['images']} check images")
+    elif reference is None and "parity" in clf.metadata:
         stored = clf.metadata["parity"]
         row.update(agreement=stored.get("top1_agreement"), top5_overlap=stored.get("top5_overlap"),
                    max_abs_diff=stored.get("max_abs_diff"), agreement_source="export metadata")
