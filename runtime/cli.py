@@ -267,7 +267,8 @@ def _inspect(args) -> int:
         from edgelite.convert.rescue import onnx_layer_report
         from .checkset import decode, unpack
 
-        blobs = unpack(clf.backend.check_set() or b"")[0] if clf.backend.check_set() else []
+        payload = clf.backend.check_set()
+        blobs = unpack(payload)[0] if payload else []
         if not blobs:
             raise EdgeliteError(f"{args.model} carries no check set to compute the report on")
         import numpy as np
