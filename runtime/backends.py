@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import int8
 from .errors import EdgeliteError, one_line
 from .quiet import quiet
 
@@ -138,11 +139,17 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        self.version = f"onnxruntime {ort.__version__}"
+        source = str(path)
+        if int8.saturates():  # this CPU's u8 x s8 kernels clip: run the same model with uint8 weights
+            exact, count = int8.as_uint8(path)
+            if exact is not None:
+                source = exact
+                self.version += f", {count} int8 weights run as uint8 (u8 x s8 saturates on this CPU)"
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EdgeliteError(f"{path}: not a valid ONNX model ({one_line(exc)})") from None
-        self.version = f"onnxruntime {ort.__version__}"
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self._in_name = inp.name
         self.input = TensorInfo(_onnx_shape(inp.shape), np.dtype(self._dtypes.get(inp.type, np.float32)))
