@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from edgelite.backends import METADATA_KEY
+from edgelite.convert import bias
 from edgelite.errors import EdgeliteError, one_line
 
 OPSET = 17
@@ -34,10 +35,11 @@ def to_onnx(model, path: Path, nchw: bool = False) -> Path:
 
 
 def quantize_int8(fp32_path: Path, path: Path, calibration: Callable[[], Iterable[np.ndarray]],
-                  exclude: Sequence[str] = (), method: str = "minmax") -> dict:
+                  exclude: Sequence[str] = (), method: str = "minmax", correct_bias: bool = True) -> dict:
     """Static QDQ: per-channel int8 weights, uint8 activations, calibrated on the given float batches.
 
-    `exclude` names nodes kept in float; `method` is minmax, percentile or entropy. On CPUs whose
+    `exclude` names nodes kept in float; `method` is minmax, percentile or entropy; `correct_bias`
+    takes the mean error of the rounded weights out of the Conv biases (convert/bias.py). On CPUs whose
     u8 x s8 kernels saturate (x86 AVX2 without VNNI) the runtime runs the same weights as uint8
     (edgelite/int8.py), so the file computes the same integers everywhere.
     Returns the recipe as recorded in the artifact's metadata.
@@ -48,8 +50,9 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: Callable[[], Iterabl
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         _quantize(prepared, path, calibration, exclude, method)
+        corrected = bias.correct_onnx(prepared, path, calibration) if correct_bias else 0
     return {"method": f"onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, {method}",
-            "float_nodes": list(exclude)}
+            "bias_correction": corrected, "float_nodes": list(exclude)}
 
 
 def _quantize(prepared: Path, path: Path, calibration, exclude, method: str) -> None:

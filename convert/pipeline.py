@@ -20,7 +20,7 @@ from edgelite.files import move_atomic, prepare_out_dir, write_json
 from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
 from edgelite.quiet import quiet
 
-from . import onnx_export, tflite
+from . import bias, onnx_export, tflite
 from .loading import import_tensorflow, load_model, source_of
 from .resolve import resolve_labels, resolve_spec
 from .verify import min_agreement, parity
@@ -182,6 +182,14 @@ class _Exporter:
             onnx_export.to_onnx(self.model, path, self.nchw)
         return path
 
+    def tflite_fp32(self) -> bytes:
+        """The float TFLite conversion, made once: the reference of int8 bias correction."""
+        path = self.tmp / "float.tflite"
+        if not path.exists():
+            with quiet():
+                path.write_bytes(tflite.to_tflite(self.model, "fp32"))
+        return path.read_bytes()
+
     def export(self, fmt: str) -> Artifact:
         """Convert, verify the file as the device opens it, rescue a failed int8, put it in place."""
         artifact = Artifact(fmt, None)
@@ -229,6 +237,9 @@ class _Exporter:
                     data = rescue.tflite_with_fallback(self.model, self.calibration_batches, list(exclude), self.io_type)
                 else:
                     data = tflite.to_tflite(self.model, precision, self.calibration_batches, self.io_type)
+                if precision == "int8":
+                    data, recipe["bias_correction"] = bias.correct_tflite(data, self.tflite_fp32(),
+                                                                          self.calibration_batches)
                 staged.write_bytes(data)
                 if exclude:
                     recipe["float_layers"] = list(exclude)
