@@ -226,8 +226,10 @@ class _Exporter:
         artifact.seconds = time.perf_counter() - started
         return artifact
 
-    def build(self, family: str, precision: str, staged: Path, exclude: Sequence[str] = ()) -> dict:
-        """Write the bare converted model to `staged`; returns its quantization recipe."""
+    def build(self, family: str, precision: str, staged: Path, exclude: Sequence[str] = (),
+              method: str = "minmax") -> dict:
+        """Write the bare converted model to `staged`; returns its quantization recipe. `exclude` and
+        `method` (the calibration method: ONNX only) are the rescue's."""
         recipe = self.recipe(family, precision)
         with quiet():
             if family == "tflite":
@@ -246,7 +248,8 @@ class _Exporter:
             elif precision == "fp32":
                 shutil.copyfile(self.onnx_fp32(), staged)
             else:
-                recipe.update(onnx_export.quantize_int8(self.onnx_fp32(), staged, self.calibration_batches, exclude))
+                recipe.update(onnx_export.quantize_int8(self.onnx_fp32(), staged, self.calibration_batches, exclude,
+                                                        method))
         return recipe
 
     def metadata(self, family: str, precision: str, recipe: dict) -> dict:
@@ -277,7 +280,8 @@ class _Exporter:
         from . import rescue
 
         self.say(f"  {artifact.format:15s} agreement {artifact.parity['top1_agreement']:.1%} < {least:.1%}: "
-                 "per-layer report, then float fallback of the worst layers")
+                 "per-layer report, then " + ("other calibration methods and " if family == "onnx" else "")
+                 + "float fallback of the worst layers")
         sample = self.checks[:16].transpose(0, 3, 1, 2) if family == "onnx" and self.nchw else self.checks[:16]
         with quiet():
             if family == "onnx":
@@ -291,17 +295,21 @@ class _Exporter:
         plain_size, plain_ms = staged.stat().st_size, _latency(staged)
         trial = self.tmp / f"trial.{family}"
 
-        def evaluate(excluded: list[str]) -> float:
-            trial_recipe = self.build(family, "int8", trial, excluded)
+        def evaluate(excluded: list[str], method: str = "minmax") -> float:
+            trial_recipe = self.build(family, "int8", trial, excluded, method)
             return parity(self.reference, self.measure(trial, family, "int8", trial_recipe)[1])["top1_agreement"]
 
-        found = rescue.fallback_search(layers, evaluate, least, key)
+        # the TFLite converter calibrates min/max only
+        found = rescue.fallback_search(layers, evaluate, least, key,
+                                       methods=("percentile", "entropy") if family == "onnx" else ())
         self.say(f"  {artifact.format:15s} {rescue.format_tries(found['tries'])}")
         if not found["passed"]:
             return {**recipe, "rescue": {**found, "report": f"{stem.name}.layers.json"}}
-        new = self.build(family, "int8", staged, found["excluded"])
+        new = self.build(family, "int8", staged, found["excluded"], found.get("method", "minmax"))
         cost = {"size_bytes": staged.stat().st_size - plain_size, "latency_ms": round(_latency(staged) - plain_ms, 3)}
-        self.say(f"  {artifact.format:15s} kept in float: {', '.join(found['excluded'])}; costs "
+        change = [f"{found['method']} calibration"] if found.get("method") else []
+        change += [f"kept in float: {', '.join(found['excluded'])}"] if found["excluded"] else []
+        self.say(f"  {artifact.format:15s} {', '.join(change)}; costs "
                  f"{cost['size_bytes'] / 1e3:+.0f} KB and {cost['latency_ms']:+.2f} ms per image here")
         return {**new, "rescue": {**found, "cost": cost, "from_agreement": artifact.parity["top1_agreement"],
                                   "report": f"{stem.name}.layers.json"}}

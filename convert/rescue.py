@@ -9,7 +9,7 @@ import math
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -146,10 +146,11 @@ def _worst_first(layers: list[dict], key: str) -> list[dict]:
     return sorted(rated, key=lambda r: -r[key] if key.endswith("_db") else abs(r[key]), reverse=True)
 
 
-def fallback_search(layers: list[dict], evaluate: Callable[[list[str]], float], gate: float, key: str,
-                    max_layers: int = 8) -> dict:
-    """Keep the worst 1, 2, 4, 8... layers (by `key`) in float until `evaluate` (their node
-    names -> agreement 0..1) reaches `gate`. When none does, `excluded` is the best try's."""
+def fallback_search(layers: list[dict], evaluate: Callable[..., float], gate: float, key: str,
+                    max_layers: int = 8, methods: Sequence[str] = ()) -> dict:
+    """The cheapest change that reaches `gate`: first another calibration method (`evaluate([], method)`),
+    then the worst 1, 2, 4, 8... layers (by `key`) kept in float (`evaluate(names)`; agreement 0..1).
+    When none passes, the best try is returned."""
     names = [r["node"] for r in _worst_first(layers, key)]
     sizes, n = [], 1
     while n < min(max_layers, len(names)):
@@ -157,26 +158,29 @@ def fallback_search(layers: list[dict], evaluate: Callable[[list[str]], float], 
         n *= 2
     if names and max_layers > 0:
         sizes.append(min(max_layers, len(names)))
+    plans = [([], method) for method in methods] + [(names[:size], None) for size in sizes]
     tries, best = [], None
-    for size in sizes:
+    for excluded, method in plans:
+        attempt = {"excluded": len(excluded), **({"method": method} if method else {})}
         try:
-            agreement = float(evaluate(names[:size]))
+            agreement = float(evaluate(excluded, method) if method else evaluate(excluded))
         except EdgeliteError as exc:
-            tries.append({"excluded": size, "agreement": None, "error": str(exc)})
+            tries.append({**attempt, "agreement": None, "error": str(exc)})
             continue
-        tries.append({"excluded": size, "agreement": agreement})
-        if best is None or agreement > best[1]:
-            best = (names[:size], agreement)
+        tries.append({**attempt, "agreement": agreement})
+        found = {"excluded": excluded, "agreement": agreement, **({"method": method} if method else {})}
+        if best is None or agreement > best["agreement"]:
+            best = found
         if agreement >= gate:
-            return {"excluded": names[:size], "agreement": agreement, "tries": tries, "passed": True}
-    return {"excluded": best[0] if best else [], "agreement": best[1] if best else None, "tries": tries,
-            "passed": False}
+            return {**found, "tries": tries, "passed": True}
+    return {**(best or {"excluded": [], "agreement": None}), "tries": tries, "passed": False}
 
 
 def format_tries(tries: list[dict]) -> str:
-    """'1 in float: 97.0%, 2 in float: failed (...)' for the console."""
-    return ", ".join(f"{t['excluded']} in float: " + (f"{t['agreement']:.1%}" if t.get("agreement") is not None
-                                                      else f"failed ({t.get('error', '?')})") for t in tries)
+    """'percentile calibration: 96.0%, 1 in float: 97.0%, 2 in float: failed (...)' for the console."""
+    return ", ".join((f"{t['method']} calibration: " if t.get("method") else f"{t['excluded']} in float: ")
+                     + (f"{t['agreement']:.1%}" if t.get("agreement") is not None else f"failed ({t.get('error', '?')})")
+                     for t in tries)
 
 
 def format_table(layers: list[dict], key: str, worst: int = 10) -> str:

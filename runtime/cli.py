@@ -260,8 +260,9 @@ def _inspect(args) -> int:
     if rescue:
         from edgelite.convert.rescue import format_tries
 
-        kept = ", ".join(rescue["excluded"]) if rescue.get("passed") else "none (no try passed)"
-        print(f"  rescue: {format_tries(rescue['tries'])}; kept in float: {kept}")
+        kept = (", ".join(rescue["excluded"]) or "none") if rescue.get("passed") else "none (no try passed)"
+        method = f"; calibration: {rescue['method']}" if rescue.get("passed") and rescue.get("method") else ""
+        print(f"  rescue: {format_tries(rescue['tries'])}{method}; kept in float: {kept}")
     layers = None
     if args.float_model:
         from edgelite.convert.rescue import onnx_layer_report

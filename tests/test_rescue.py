@@ -159,3 +159,16 @@ def test_write_report_and_table(tmp_path, tflite_rows):
     table = rescue.format_table(tflite_rows, "rmse_scale", worst=2).splitlines()
     worst = max(tflite_rows, key=lambda r: r["rmse_scale"])
     assert len(table) == 3 and worst["op"] in table[1]
+
+
+def test_search_tries_calibration_methods_before_float_fallback():
+    calls = []
+
+    def evaluate(excluded, method=None):
+        calls.append((len(excluded), method))
+        return 0.97 if method == "entropy" else 0.5
+
+    result = rescue.fallback_search(LAYERS, evaluate, gate=0.95, key="sqnr_db", methods=("percentile", "entropy"))
+    assert calls == [(0, "percentile"), (0, "entropy")]  # cheapest first, and no layer in float
+    assert result["passed"] and result["method"] == "entropy" and result["excluded"] == []
+    assert rescue.format_tries(result["tries"]) == "percentile calibration: 50.0%, entropy calibration: 97.0%"
