@@ -65,8 +65,17 @@ def environment() -> dict:
                 break
     except OSError:
         pass
+    from edgelite.checkset import cpu_kernels
+
+    flags = cpu_kernels()["flags"]
+    try:
+        from edgelite.int8 import saturates
+
+        flags.append("u8s8-saturates" if saturates() else "u8s8-exact")  # what onnxruntime's int8 kernels do here
+    except ImportError:
+        pass
     return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
-            "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M")}
+            "flags": flags, "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def bench_conversion(conversion, keras: str | Path, items: Sequence[tuple[Path, int | None]], **kwargs) -> dict:

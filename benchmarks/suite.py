@@ -98,7 +98,7 @@ def _run(args) -> int:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     text = (f"# edgelite benchmark suite\n\nCommand: `python -m edgelite.benchmarks.suite "
             f"{'--quick ' if args.quick else ''}--out {args.out}`  \nMachine: {env['cpu']}, {env['cores']} cores, "
-            f"{env['machine']}; {versions}  \nDate: {env['date']}; whole suite {time.perf_counter() - started:.0f} s\n\n"
+            f"{env['machine']} [{' '.join(env['flags'])}]; {versions}  \nDate: {env['date']}; whole suite {time.perf_counter() - started:.0f} s\n\n"
             + "\n".join(sections) + ("\n" + speed if speed else ""))
     write_atomic(out / "suite.md", text)
     print(f"\nwritten: {out / 'suite.md'} ({time.perf_counter() - started:.0f}s in all)")

@@ -53,10 +53,16 @@ class LiteRTBackend:
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise EdgeliteError(f"{path}: not a valid TFLite model ({one_line(exc)})") from None
-        inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
-        self._in_index, self._out_index = inp["index"], out["index"]
-        self._shape = tuple(inp["shape"])
-        self.input, self.output = _tflite_info(inp), _tflite_info(out)
+        inp = self.interpreter.get_input_details()[0]
+        self._outputs = self.interpreter.get_output_details()
+        self._in_index, self._shape = inp["index"], tuple(inp["shape"])
+        self.input = _tflite_info(inp)
+        self.select_output(0)
+
+    def select_output(self, output: int | str | None) -> None:
+        """Which output the model's scores are (the only one unless told)."""
+        index = _output_index(self.path, [o["name"] for o in self._outputs], output)
+        self._out_index, self.output = self._outputs[index]["index"], _tflite_info(self._outputs[index])
 
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.shape != self._shape:
@@ -73,6 +79,13 @@ class LiteRTBackend:
 
     def check_set(self) -> bytes | None:
         return read_tflite_metadata(self.path, CHECK_KEY)
+
+    def standard_metadata(self) -> dict | None:
+        """Standard TFLite Metadata (labels, normalisation, colour space), as Model Maker, TF Hub,
+        MediaPipe and Coral models carry it."""
+        from .tflite_metadata import read
+
+        return read(self.path)
 
 
 def _tflite_info(detail: dict) -> TensorInfo:
@@ -150,23 +163,50 @@ class OnnxBackend:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EdgeliteError(f"{path}: not a valid ONNX model ({one_line(exc)})") from None
-        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        inp = self.session.get_inputs()[0]
         self._in_name = inp.name
         self.input = TensorInfo(_onnx_shape(inp.shape), np.dtype(self._dtypes.get(inp.type, np.float32)))
-        self.output = TensorInfo(_onnx_shape(out.shape), np.dtype(self._dtypes.get(out.type, np.float32)))
+        self.path = path
+        self.select_output(0)
+
+    def select_output(self, output: int | str | None) -> None:
+        """Which output the model's scores are (the only one unless told)."""
+        outputs = self.session.get_outputs()
+        chosen = outputs[_output_index(self.path, [o.name for o in outputs], output)]
+        self._out_name = chosen.name
+        self.output = TensorInfo(_onnx_shape(chosen.shape), np.dtype(self._dtypes.get(chosen.type, np.float32)))
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._in_name: x})[0]
+        return self.session.run([self._out_name], {self._in_name: x})[0]
 
     def metadata(self) -> dict | None:
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         return json.loads(raw) if raw else None
+
+    def standard_metadata(self) -> None:
+        return None  # standard TFLite Metadata is a TFLite thing
 
     def check_set(self) -> bytes | None:
         import base64
 
         raw = self.session.get_modelmeta().custom_metadata_map.get(CHECK_KEY)
         return base64.b64decode(raw) if raw else None
+
+
+def _output_index(path: Path, names: list[str], output: int | str | None) -> int:
+    """The chosen output's position: the only one, or the one named or numbered."""
+    if output is None:
+        if len(names) > 1:
+            raise EdgeliteError(f"{path.name} has {len(names)} outputs ({', '.join(names)}): choose one with "
+                                "--output NAME|INDEX")
+        return 0
+    if isinstance(output, str) and not output.isdigit():
+        if output not in names:
+            raise EdgeliteError(f"{path.name} has no output {output!r} (outputs: {', '.join(names)})")
+        return names.index(output)
+    if not 0 <= int(output) < len(names):
+        raise EdgeliteError(f"{path.name} has {len(names)} outputs: no output {output}")
+    return int(output)
 
 
 def _onnx_shape(shape) -> tuple:

@@ -13,6 +13,7 @@ from PIL import Image
 from .backends import open_backend
 from .errors import EdgeliteError
 from .preprocess import PreprocessSpec, from_pixels, quantize, to_input
+from .resolve import normalisation_fields, pixel_fields, resolve_spec
 
 
 class Prediction(NamedTuple):
@@ -60,19 +61,27 @@ def are_probabilities(outputs: np.ndarray, tolerance: float = 0.02) -> bool:
 def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0,
                        probabilities: bool | None = None) -> np.ndarray:
     """Dequantize a model output [N, C]; softmax it unless it already holds probabilities.
+    A one-unit output [N, 1] is a binary head: [1 - p, p], with p = sigmoid(logit) for logits.
 
     `probabilities` comes from the model's metadata; when unknown it is read off the
-    output: a quantized softmax has TFLite's fixed scale 1/256, a float one sums to 1.
+    output: a quantized softmax or sigmoid has TFLite's fixed scale 1/256, a float one sums to 1
+    (one unit: lies in [0, 1]).
     """
     out = raw.astype(np.float32)
     if scale:
         out = (out - zero_point) * scale
     out = out.reshape(out.shape[0], -1)
+    binary = out.shape[1] == 1
     if probabilities is None:
         if scale:
             probabilities = abs(scale - 1 / 256) < 1e-9 and zero_point in (-128, 0)
+        elif binary:
+            probabilities = bool(out.min() >= 0 and out.max() <= 1)
         else:
             probabilities = are_probabilities(out)
+    if binary:
+        p = out if probabilities else 1 / (1 + np.exp(-out))
+        return np.concatenate([1 - p, p], axis=1)
     if not probabilities:
         shifted = np.exp(out - out.max(axis=1, keepdims=True))
         out = shifted / shifted.sum(axis=1, keepdims=True)
@@ -82,60 +91,63 @@ def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0,
 class Classifier:
     """An image classifier on a .tflite or .onnx file.
 
-    Labels and preprocessing come from the arguments, else from the metadata edgelite
-    embeds, else from a sidecar `<model>.json`. Preprocessing is never guessed.
+    Labels come from the arguments, else from edgelite's metadata or sidecar, else from the
+    standard TFLite Metadata. Preprocessing: the one resolver (edgelite/resolve.py) merges what the
+    user says over what the model carries. A one-unit head (sigmoid or logit) is two classes; a
+    model with several outputs needs `output` (index or name).
     """
 
     def __init__(self, model: str | Path, backend: str | None = None, threads: int | None = None,
                  labels: Sequence[str] | str | Path | None = None,
-                 preprocess: PreprocessSpec | str | None = None):
+                 preprocess: PreprocessSpec | str | dict | None = None, output: int | str | None = None):
         self.path = Path(model)
         self.backend = open_backend(self.path, backend, threads)
+        self.backend.select_output(output)
         self.metadata = self.backend.metadata() or read_sidecar(self.path) or {}
+        self.standard = self.backend.standard_metadata() if not self.metadata.get("labels") or \
+            "preprocess" not in self.metadata else None
         self.input, self.output = self.backend.input, self.backend.output
         if isinstance(labels, (str, Path)):
             labels = read_labels(labels)
-        self.labels = list(labels) if labels is not None else self.metadata.get("labels")
-        n_out = self.output.shape[-1]
-        if self.labels is not None and n_out and len(self.labels) == n_out - 1:
+        self.labels = list(labels) if labels is not None else (
+            self.metadata.get("labels") or (self.standard or {}).get("labels"))
+        n_out = self.output.shape[-1] if self.output.shape else None
+        self.classes = 2 if n_out == 1 else n_out  # one unit: P(second class)
+        if self.labels is not None and self.classes and len(self.labels) == self.classes - 1:
             self.labels = ["background", *self.labels]  # a 1001-output model with 1000 names
-        if self.labels is not None and n_out and len(self.labels) != n_out:
-            raise EdgeliteError(f"{len(self.labels)} labels for a model with {n_out} outputs")
+        if self.labels is not None and self.classes and len(self.labels) != self.classes:
+            raise EdgeliteError(f"{len(self.labels)} labels for a model with {self.classes} classes")
         self.spec = self._resolve_spec(preprocess)
         outputs = self.metadata.get("outputs")  # "probabilities" or "logits" when known
         self.probabilities = None if outputs is None else outputs == "probabilities"
 
     def _resolve_spec(self, preprocess) -> PreprocessSpec:
-        if isinstance(preprocess, PreprocessSpec):
-            return preprocess
-        if preprocess is None and "preprocess" in self.metadata:
-            return PreprocessSpec.from_dict(self.metadata["preprocess"])
-        if preprocess is None and self.input.dtype in (np.uint8, np.int8) and self.input.scale:
-            return self._pixel_spec()
-        if preprocess is None:
-            raise EdgeliteError(
-                f"{self.path.name} carries no preprocessing and takes float input: pass --preprocess PRESET "
-                f"(mobilenet, unit, raw, caffe, torch) or put a {sidecar_path(self.path).name} beside it"
-            )
-        layout, size = self._layout_and_size()
-        return PreprocessSpec(size=size, preset=preprocess, layout=layout)
+        """What the model's world does, what it carries, its input shape, what the user says."""
+        carried, world = self.metadata.get("preprocess"), None
+        quantized = self.input.dtype in (np.uint8, np.int8) and self.input.scale
+        if carried is None and self.standard and self.standard.get("mean"):
+            carried, world = normalisation_fields(self.standard["mean"], self.standard["std"]), "tflite"
+        elif carried is None and quantized:
+            carried = pixel_fields(self.input.dtype == np.int8, self.input.scale, self.input.zero_point)
+            world = "tflite"
+        elif carried is None and self.path.suffix.lower() == ".tflite":
+            world = "tflite"
+        return resolve_spec(self.path.name, world, carried, self._geometry(), preprocess)
 
-    def _pixel_spec(self) -> PreprocessSpec:
-        """A quantized input with no metadata takes raw pixels (uint8, or pixel-128 for int8):
-        its own scale and zero point define what float range the pixels stand for."""
-        scale, zero_point = self.input.scale, self.input.zero_point
-        mean = zero_point + (128 if self.input.dtype == np.int8 else 0)
-        layout, (height, width) = self._layout_and_size()
-        return PreprocessSpec(size=(height, width), preset="custom", layout=layout, channel_order="RGB",
-                              mean=(float(mean),) * 3, std=(1 / scale,) * 3)
-
-    def _layout_and_size(self) -> tuple[str, tuple[int, int]]:
+    def _geometry(self) -> dict:
+        """Size, layout and channels read off the input shape: [N,H,W,C], [N,C,H,W] or [N,H,W] (gray)."""
         shape = self.input.shape
-        layout = "NCHW" if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"
-        height, width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
-        if not height or not width:
-            raise EdgeliteError(f"{self.path.name} has a dynamic input size: give a spec JSON with a size")
-        return layout, (height, width)
+        if len(shape) == 3:
+            layout, channels, (height, width) = "NHW", 1, shape[1:]
+        elif len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
+            layout, channels, (height, width) = "NCHW", shape[1], shape[2:]
+        elif len(shape) == 4 and shape[3] in (1, 3, None):
+            layout, channels, (height, width) = "NHWC", shape[3] or 3, shape[1:3]
+        else:
+            raise EdgeliteError(f"{self.path.name} takes an input of shape {shape}: not an image "
+                                "([N,H,W,C], [N,C,H,W] or [N,H,W] with 1 or 3 channels)")
+        size = (height, width) if height and width else None
+        return {"layout": layout, "channels": channels, "size": size}
 
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else str(index)

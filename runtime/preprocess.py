@@ -33,16 +33,26 @@ ImageLike = Union[str, Path, bytes, Image.Image]
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """How pixels become a model input. Travels with every artifact as JSON."""
+    """How pixels become a model input. Travels with every artifact as JSON.
+
+    resize: "crop" (shorter side to size / crop_fraction, centre crop: the ImageNet evaluation
+    convention) or "stretch" (the whole frame to size: what the TFLite Task Library, MediaPipe,
+    Coral and Keras' image_dataset_from_directory do). antialias: Pillow's bilinear, which
+    antialiases when it shrinks; False samples like TFLite's RESIZE_BILINEAR and tf.image.resize
+    (half-pixel centres, four neighbours). channels: 3, or 1 for a grayscale model, whose layout
+    may be "NHW" (no channel axis).
+    """
 
     size: tuple[int, int] = (224, 224)  # (height, width)
     preset: str = "mobilenet"
-    resize: str = "crop"  # "crop": shorter side to size/crop_fraction, then center crop; "stretch"
+    resize: str = "crop"
     crop_fraction: float = 0.875
     layout: str = "NHWC"
     channel_order: str = ""
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    antialias: bool = True
+    channels: int = 3
 
     def __post_init__(self):
         if self.preset not in PRESETS and self.preset != "custom":
@@ -51,18 +61,30 @@ class PreprocessSpec:
             )
         if self.resize not in ("crop", "stretch"):
             raise EdgeliteError(f"unknown resize rule {self.resize!r} (use 'crop' or 'stretch')")
-        if self.layout not in ("NHWC", "NCHW"):
-            raise EdgeliteError(f"unknown layout {self.layout!r} (use NHWC or NCHW)")
+        if self.layout not in ("NHWC", "NCHW", "NHW"):
+            raise EdgeliteError(f"unknown layout {self.layout!r} (use NHWC, NCHW or NHW)")
+        if self.channels not in (1, 3) or (self.layout == "NHW" and self.channels != 1):
+            raise EdgeliteError(f"{self.channels} channels in layout {self.layout}: use 3, or 1 (grayscale)")
         if not 0 < self.crop_fraction <= 1:
             raise EdgeliteError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "antialias", bool(self.antialias))
         if self.preset != "custom":
             order, mean, std = PRESETS[self.preset]
+            if self.channels == 1:  # one gray value stands for all three channels
+                mean, std = (float(np.mean(mean)),), (float(np.mean(std)),)
             object.__setattr__(self, "channel_order", order)
             object.__setattr__(self, "mean", mean)
             object.__setattr__(self, "std", std)
-        elif len(self.mean) != 3 or len(self.std) != 3 or self.channel_order not in ("RGB", "BGR"):
-            raise EdgeliteError("a custom preprocessing spec needs channel_order RGB|BGR and 3 mean and 3 std values")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.channels == 1 and len(self.mean) == 3 and len(set(self.mean)) == 1 and len(set(self.std)) == 1:
+            object.__setattr__(self, "mean", self.mean[:1])
+            object.__setattr__(self, "std", self.std[:1])
+        if (len(self.mean) != self.channels or len(self.std) != self.channels
+                or self.channel_order not in ("RGB", "BGR") or not all(self.std)):
+            raise EdgeliteError(f"a custom preprocessing spec needs channel_order RGB|BGR and {self.channels} mean "
+                                f"and {self.channels} non-zero std values")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -115,7 +137,7 @@ def _open(source: str | Path | bytes, spec: PreprocessSpec | None) -> Image.Imag
             image = Image.open(fp)
             if image.width * image.height > MAX_PIXELS:
                 raise EdgeliteError(f"{name}: {image.width}x{image.height} is over the {MAX_PIXELS:,} pixel limit")
-            if spec is not None and image.format == "JPEG":
+            if spec is not None and spec.antialias and image.format == "JPEG":  # DCT scaling averages too
                 image.draft("RGB", _resize_target(image.size, spec))
             image.load()
             return image
@@ -138,21 +160,32 @@ def _resize_target(image_size: tuple[int, int], spec: PreprocessSpec) -> tuple[i
 
 
 def resize(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
-    """Resize to spec.size: center crop of crop_fraction of the shorter side, or stretch."""
+    """Resize to spec.size: the whole frame (stretch) or a centre crop of crop_fraction of the
+    shorter side, with Pillow's antialiasing bilinear or TFLite's plain one (spec.antialias)."""
     height, width = spec.size
-    if spec.resize == "stretch":
-        return image.resize((width, height), Image.BILINEAR)
     w, h = image.size
-    # the region of the source that the center crop covers, resized in one step
-    scale = max(width / w, height / h) / spec.crop_fraction
-    box_w, box_h = width / scale, height / scale
-    left, top = (w - box_w) / 2, (h - box_h) / 2
-    return image.resize((width, height), Image.BILINEAR, box=(left, top, left + box_w, top + box_h))
+    if spec.resize == "stretch":
+        box = (0.0, 0.0, float(w), float(h))
+    else:  # the region of the source that the centre crop covers, resized in one step
+        scale = max(width / w, height / h) / spec.crop_fraction
+        box_w, box_h = width / scale, height / scale
+        left, top = (w - box_w) / 2, (h - box_h) / 2
+        box = (left, top, left + box_w, top + box_h)
+    if spec.antialias:
+        return image.resize((width, height), Image.BILINEAR, box=None if spec.resize == "stretch" else box)
+    # output pixel centre (x + 0.5) samples the source at left + (x + 0.5) * box_w / width, between its
+    # four neighbours: RESIZE_BILINEAR with half_pixel_centers (measured: within 1 level of tf.image.resize)
+    left, top, right, bottom = box
+    matrix = ((right - left) / width, 0, left, 0, (bottom - top) / height, top)
+    return image.transform((width, height), Image.AFFINE, matrix, resample=Image.BILINEAR)
 
 
 def pixels(image: ImageLike, spec: PreprocessSpec) -> np.ndarray:
-    """Image -> uint8 array [H, W, 3] at the model's size, in the spec's channel order."""
-    array = np.asarray(resize(load_image(image, spec), spec))
+    """Image -> uint8 array [H, W, C] at the model's size, in the spec's channel order (C = 1: gray)."""
+    image = resize(load_image(image, spec), spec)
+    if spec.channels == 1:
+        return np.asarray(image.convert("L"))[..., None]
+    array = np.asarray(image)
     return array[..., ::-1] if spec.channel_order == "BGR" else array
 
 
@@ -161,11 +194,13 @@ def _normalise(array: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def _layout(array: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    if spec.layout == "NHW":
+        return np.ascontiguousarray(array[..., 0])
     return np.ascontiguousarray(array.transpose(2, 0, 1) if spec.layout == "NCHW" else array)
 
 
 def to_float(image: ImageLike, spec: PreprocessSpec) -> np.ndarray:
-    """Image -> float32 array [H, W, 3] (or [3, H, W] for NCHW), normalised per spec."""
+    """Image -> float32 array [H, W, C] (or [C, H, W] for NCHW, [H, W] for NHW), normalised per spec."""
     return _layout(_normalise(pixels(image, spec), spec), spec)
 
 
@@ -177,12 +212,12 @@ def quantize(array: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) 
 
 @functools.lru_cache(maxsize=32)
 def pixel_table(spec: PreprocessSpec, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray | None:
-    """[256, 3] table: pixel value -> quantized input, per channel, by the float formula.
+    """[256, C] table: pixel value -> quantized input, per channel, by the float formula.
 
     None when the table is the identity (uint8) or a plain shift by 128 (int8): such models
     take the pixels themselves. Either way no image goes through floats.
     """
-    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], spec.channels, axis=1)
     table = quantize(_normalise(values, spec), dtype, scale, zero_point)
     shift = 0 if dtype == np.uint8 else 128
     if np.array_equal(table.astype(np.int16), values.astype(np.int16) - shift):
@@ -196,8 +231,13 @@ def to_input(image: ImageLike, spec: PreprocessSpec, dtype=np.float32, quantizat
 
 
 def from_pixels(array: np.ndarray, spec: PreprocessSpec, dtype=np.float32, quantization=(0.0, 0)) -> np.ndarray:
-    """uint8 pixels [H, W, 3] already at the model's size and channel order -> the backend's batch of one."""
+    """uint8 pixels [H, W, C] ([H, W]: gray) already at the model's size and channel order -> the backend's
+    batch of one."""
     dtype = np.dtype(dtype)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[-1] != spec.channels:
+        raise EdgeliteError(f"pixels with {array.shape[-1]} channels for a model that takes {spec.channels}")
     if np.issubdtype(dtype, np.integer):
         scale, zero_point = quantization
         if not scale:
@@ -206,7 +246,7 @@ def from_pixels(array: np.ndarray, spec: PreprocessSpec, dtype=np.float32, quant
             raise EdgeliteError(f"unsupported quantized input type {dtype}")
         table = pixel_table(spec, dtype, float(scale), int(zero_point))
         if table is not None:
-            array = table[array, np.arange(3)]
+            array = table[array, np.arange(spec.channels)]
         elif dtype == np.int8:
             array = (array ^ 0x80).view(np.int8)  # p - 128 without arithmetic
         return _layout(array, spec)[None]

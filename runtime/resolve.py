@@ -1,0 +1,99 @@
+"""The one preprocessing resolver: what a model's world does, what the model carries, what the user says.
+
+Every command and the converter go through `resolve_spec`. Each layer is merged field by field
+over the one before, so a preset given on the command line changes the normalisation and keeps a
+carried resize, and `--no-antialias` alone changes only that:
+
+1. the conventions of the model's world (`WORLDS`): a third-party TFLite model is fed the whole
+   frame, resized bilinearly without antialiasing, as the TFLite Task Library, MediaPipe and Coral
+   do; a keras.applications family uses the ImageNet centre crop;
+2. what the model carries: edgelite's metadata or sidecar (a whole spec), standard TFLite Metadata
+   (NormalizationOptions, gray or colour), a quantized input's own scale, Keras layers that
+   normalise inside the model;
+3. the model's input shape (size, layout, channels), unless the user sets them;
+4. what the user says: a preset name, a spec .json, single fields (`--resize`, `--mean`...).
+
+Nothing is guessed: a float model that carries no normalisation needs the user to say.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import EdgeliteError
+from .preprocess import PRESETS, PreprocessSpec
+
+WORLDS = {
+    "tflite": {"resize": "stretch", "antialias": False},  # Task Library, MediaPipe, Coral: whole frame, RESIZE_BILINEAR
+    "keras": {"resize": "stretch", "antialias": False},  # image_dataset_from_directory: whole frame, tf.image.resize
+    "imagenet": {"resize": "crop", "crop_fraction": 0.875, "antialias": True},  # keras.applications evaluation
+}
+NORMALISATION = ("preset", "mean", "std", "channel_order")
+
+
+def user_fields(preprocess) -> dict:
+    """What the user said (a preset name, a spec .json path, a dict of fields, a whole spec) as fields."""
+    if preprocess is None:
+        return {}
+    if isinstance(preprocess, PreprocessSpec):
+        return preprocess.to_dict()
+    if isinstance(preprocess, dict):
+        return {k: v for k, v in preprocess.items() if v is not None}
+    text = str(preprocess)
+    if text.endswith(".json"):
+        try:
+            document = json.loads(Path(text).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise EdgeliteError(f"cannot read preprocessing spec {text}: {exc}") from None
+        if not isinstance(document, dict):
+            raise EdgeliteError(f"{text}: a preprocessing spec is a JSON object")
+        return user_fields(document.get("preprocess", document))  # a whole metadata document works too
+    if text not in PRESETS:
+        raise EdgeliteError(f"unknown preprocessing preset {text!r} (known: {', '.join(PRESETS)}; or a spec .json)")
+    return {"preset": text}
+
+
+def merge(base: dict, fields: dict) -> dict:
+    """`fields` over `base`: a preset replaces the normalisation, a mean/std/order makes it custom."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    merged = dict(base)
+    if fields.get("preset", "custom") != "custom":
+        for key in ("mean", "std", "channel_order"):
+            merged.pop(key, None)
+    elif any(key in fields for key in ("mean", "std", "channel_order")):
+        fields = {**fields, "preset": "custom"}
+        merged.setdefault("channel_order", "RGB")
+    merged.update(fields)
+    return merged
+
+
+def resolve_spec(name: str, world: str | None = None, carried: dict | None = None, geometry: dict | None = None,
+                 user=None) -> PreprocessSpec:
+    """The spec for a model called `name` (for messages): see the module docstring for the order."""
+    fields = merge(WORLDS.get(world, {}), carried or {})
+    fields = merge(fields, {k: v for k, v in (geometry or {}).items() if v is not None})
+    fields = merge(fields, user_fields(user))
+    if not any(key in fields for key in NORMALISATION):
+        raise EdgeliteError(
+            f"cannot tell how {name} expects its pixels (it carries no normalisation): pass --preprocess "
+            f"PRESET ({', '.join(PRESETS)}) or a spec .json, or --mean and --std")
+    if "size" not in fields:
+        raise EdgeliteError(f"{name} has a dynamic input size: give a spec .json with a size")
+    return PreprocessSpec.from_dict(fields)
+
+
+def pixel_fields(dtype_is_int8: bool, scale: float, zero_point: int) -> dict:
+    """A quantized input with no normalisation takes pixels (uint8, or pixel - 128 for int8): its own
+    scale and zero point say what float range the pixels stand for."""
+    mean = zero_point + (128 if dtype_is_int8 else 0)
+    return {"preset": "custom", "channel_order": "RGB", "mean": [float(mean)] * 3, "std": [1 / scale] * 3}
+
+
+def normalisation_fields(mean: list[float], std: list[float]) -> dict:
+    """Standard metadata's or Keras layers' (pixel - mean) / std as fields (one value means all channels)."""
+    mean, std = [float(v) for v in mean], [float(v) for v in std]
+    if len(mean) == 1:
+        mean = mean * 3
+    if len(std) == 1:
+        std = std * 3
+    return {"preset": "custom", "channel_order": "RGB", "mean": mean, "std": std}
