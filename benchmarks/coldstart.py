@@ -29,7 +29,7 @@ print(json.dumps(runs))
 # a fresh process until the first result, for an artifact (device side) and for Keras
 ARTIFACT_CODE = "import sys; from edgelite import Classifier; Classifier(sys.argv[1]).predict(sys.argv[2])"
 KERAS_CODE = """\
-import sys
+import json, sys
 from edgelite.convert.loading import import_tensorflow
 import_tensorflow()
 from edgelite.convert.loading import load_model
@@ -37,7 +37,8 @@ from edgelite.convert.resolve import resolve_spec
 from edgelite.preprocess import to_float
 from pathlib import Path
 model = load_model(sys.argv[1])
-spec = resolve_spec(model, Path(sys.argv[1]), sys.argv[3] if len(sys.argv) > 3 else None)
+choice = sys.argv[3] if len(sys.argv) > 3 else None
+spec = resolve_spec(model, Path(sys.argv[1]), json.loads(choice) if choice and choice.startswith("{") else choice)
 model.predict(to_float(sys.argv[2], spec)[None], verbose=0)
 """
 
@@ -64,5 +65,6 @@ def artifact_command(path, image) -> list[str]:
     return [sys.executable, "-c", ARTIFACT_CODE, str(path), str(image)]
 
 
-def keras_command(path, image, preprocess: str | None = None) -> list[str]:
-    return [sys.executable, "-c", KERAS_CODE, str(path), str(image), *([preprocess] if preprocess else [])]
+def keras_command(path, image, preprocess: str | dict | None = None) -> list[str]:
+    choice = json.dumps(preprocess) if isinstance(preprocess, dict) else preprocess
+    return [sys.executable, "-c", KERAS_CODE, str(path), str(image), *([choice] if choice else [])]

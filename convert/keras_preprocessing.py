@@ -198,16 +198,12 @@ class _Walk:
     def normalization(self, layer) -> bool:
         if getattr(layer, "invert", False) or not getattr(layer, "built", False):
             return False
-        shape = getattr(layer, "_broadcast_shape", None)
-        try:
-            if getattr(layer, "input_mean", None) is None and getattr(layer, "adapt_mean", None) is not None:
-                # adapted (or loaded) values live in the weights; `layer.mean` may predate loading them
-                mean, variance = _numpy(layer.adapt_mean), _numpy(layer.adapt_variance)
-            else:
-                mean, variance = _numpy(layer.mean), _numpy(layer.variance)
-            if shape is not None:
-                mean, variance = np.reshape(mean, tuple(shape)), np.reshape(variance, tuple(shape))
-        except (AttributeError, TypeError, ValueError):
+        # `mean` and `variance` as `call` uses them, in the broadcast shape (1, 1, 1, C) for a per-channel
+        # axis, (1, 1, 1, 1) for axis=None. Not the adapt_mean/adapt_variance weights: Keras 3 copies
+        # those into `mean` only in finalize_state() (after adapt() or loading), so after set_weights()
+        # the layer still computes with the old values.
+        mean, variance = getattr(layer, "mean", None), getattr(layer, "variance", None)
+        if mean is None or variance is None:
             return False
         mean, variance = self.per_channel(mean), self.per_channel(variance)
         if mean is None or variance is None or np.any(variance < 0):
@@ -306,10 +302,11 @@ def _attempt(get, default):
 
 
 def _input_channels(model) -> int | None:
+    """C of an [N, H, W, C] input, 1 for a greyscale [N, H, W] one (no channel axis), else None."""
     shape = _attempt(lambda: tuple(model.inputs[0].shape), ())
     if len(shape) == 4 and isinstance(shape[-1], int):
         return shape[-1]
-    return None
+    return 1 if len(shape) == 3 else None
 
 
 def _numpy(value):

@@ -22,7 +22,7 @@ from edgelite.quiet import quiet
 
 from . import bias, onnx_export, tflite
 from .loading import import_tensorflow, load_model, source_of
-from .resolve import resolve_labels, resolve_spec
+from .resolve import keras_facts, resolve_labels, resolve_spec
 from .verify import min_agreement, parity
 
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
@@ -90,7 +90,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     source = source_of(model_path, weights)
     known_path = model_path if model_path.exists() else None
     spec = resolve_spec(model, known_path, preprocess)
-    classes = int(model.outputs[0].shape[-1])
+    units = int(model.outputs[0].shape[-1])
+    classes = 2 if units == 1 else units  # a one-unit head (sigmoid or logit) is two classes
     labels = resolve_labels(known_path, labels, classes)
 
     say = print if verbose else (lambda *a, **k: None)
@@ -102,11 +103,13 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     reference = probabilities(np.asarray(model.predict(checks, batch_size=32, verbose=0)), outputs)
     check_set = _check_set(model, check, spec, outputs)
 
+    _, _, inside = keras_facts(model, known_path)
     document = {
         "schema": SCHEMA,
         "task": "image-classification",
         "labels": labels,
         "preprocess": spec.to_dict(),
+        **({"normalised_in_model": inside} if inside else {}),  # the model takes raw pixels
         "outputs": outputs,
         "source": source,
         "edgelite_version": edgelite.__version__,

@@ -5,12 +5,14 @@ training time, else from what is known of the model's family. Never guessed.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgelite.classifier import read_labels, read_sidecar
 from edgelite.errors import EdgeliteError
-from edgelite.preprocess import PRESETS, PreprocessSpec
+from edgelite.preprocess import PreprocessSpec
+from edgelite.resolve import resolve_spec as resolve
+
+from .keras_preprocessing import input_normalisation
 
 # Keras application families -> the preprocessing their keras.applications module applies
 FAMILIES = [
@@ -28,11 +30,15 @@ FAMILIES = [
 ]
 
 
-def input_size(model) -> tuple[int, int]:
+def input_geometry(model) -> dict:
+    """Size, layout and channels of a Keras model's image input: [N, H, W, 3|1] or [N, H, W] (gray)."""
     shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[3] != 3 or None in shape[1:3]:
-        raise EdgeliteError(f"cannot infer an image input from shape {shape}: expected [N, H, W, 3] with a fixed size")
-    return int(shape[1]), int(shape[2])
+    if len(shape) == 4 and shape[3] in (1, 3) and None not in shape[1:3]:
+        return {"size": (int(shape[1]), int(shape[2])), "layout": "NHWC", "channels": int(shape[3])}
+    if len(shape) == 3 and None not in shape[1:]:
+        return {"size": (int(shape[1]), int(shape[2])), "layout": "NHW", "channels": 1}
+    raise EdgeliteError(f"cannot infer an image input from shape {shape}: expected [N, H, W, 3], [N, H, W, 1] "
+                        "or [N, H, W] with a fixed size")
 
 
 def family_preset(name: str) -> str | None:
@@ -40,28 +46,27 @@ def family_preset(name: str) -> str | None:
     return next((preset for family, preset in FAMILIES if family in key), None)
 
 
-def resolve_spec(model, model_path: Path | None, preprocess: PreprocessSpec | str | None) -> PreprocessSpec:
-    size = input_size(model)
-    if isinstance(preprocess, PreprocessSpec):
-        return preprocess
-    if isinstance(preprocess, str) and preprocess.endswith(".json"):
-        try:
-            document = json.loads(Path(preprocess).read_text())
-        except (OSError, ValueError) as exc:
-            raise EdgeliteError(f"cannot read preprocessing spec {preprocess}: {exc}") from None
-        return PreprocessSpec.from_dict({"size": size, **document})
-    if preprocess:
-        return PreprocessSpec(size=size, preset=preprocess)
+def keras_facts(model, model_path: Path | None) -> tuple[dict | None, str, dict | None]:
+    """(carried fields, world, normalisation inside the model) for the one resolver: the spec recorded
+    at training time; else Rescaling/Normalization layers at the input (the model then takes raw pixels);
+    else the keras.applications family (ImageNet centre crop); else the Keras world's whole frame."""
     recorded = (read_sidecar(model_path) if model_path else None) or {}
     if "preprocess" in recorded:
-        return PreprocessSpec.from_dict(recorded["preprocess"])
+        return recorded["preprocess"], "keras", None
+    inside = input_normalisation(model)
+    if inside:
+        return {"preset": "raw"}, "keras", inside
     preset = family_preset(model.name)
     if preset:
-        return PreprocessSpec(size=size, preset=preset)
-    raise EdgeliteError(
-        f"cannot tell how {model_path.name if model_path else model.name} expects its pixels: "
-        f"pass --preprocess ({', '.join(PRESETS)} or a spec .json)"
-    )
+        return {"preset": preset}, "imagenet", None
+    return None, "keras", None
+
+
+def resolve_spec(model, model_path: Path | None, preprocess) -> PreprocessSpec:
+    """The Keras model's preprocessing by the one resolver (edgelite/resolve.py)."""
+    carried, world, _ = keras_facts(model, model_path)
+    name = model_path.name if model_path else model.name
+    return resolve(name, world, carried, input_geometry(model), preprocess)
 
 
 def resolve_labels(model_path: Path | None, labels, classes: int) -> list[str] | None:

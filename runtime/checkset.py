@@ -40,6 +40,7 @@ def encode(pixels: list[np.ndarray]) -> tuple[list[bytes], list[np.ndarray]]:
     blobs, decoded = [], []
     for array in pixels:
         buffer = io.BytesIO()
+        array = array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array  # gray
         Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="JPEG", quality=90, subsampling=0)
         blobs.append(buffer.getvalue())
         decoded.append(decode(blobs[-1]))
@@ -47,7 +48,9 @@ def encode(pixels: list[np.ndarray]) -> tuple[list[bytes], list[np.ndarray]]:
 
 
 def decode(blob: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+    """A check image's pixels: [H, W, 3], or [H, W, 1] for a grayscale model's."""
+    image = Image.open(io.BytesIO(blob))
+    return np.asarray(image)[..., None] if image.mode == "L" else np.asarray(image.convert("RGB"))
 
 
 def digest(pixels: list[np.ndarray]) -> str:

@@ -35,6 +35,41 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def preprocessing_options(p: argparse.ArgumentParser) -> None:
+    """The same preprocessing options on every command, merged field by field over what the model carries."""
+    g = p.add_argument_group("preprocessing (merged over what the model carries; see edgelite/resolve.py)")
+    g.add_argument("--preprocess", metavar="PRESET|SPEC.json",
+                   help="a preset (mobilenet, unit, raw, caffe, torch: sets the normalisation) or a spec .json")
+    g.add_argument("--resize", choices=["crop", "stretch"], help="centre crop, or the whole frame")
+    g.add_argument("--crop-fraction", type=float, help="with --resize crop: the share of the shorter side kept")
+    g.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None,
+                   help="Pillow's antialiasing bilinear, or (--no-antialias) TFLite's RESIZE_BILINEAR")
+    g.add_argument("--mean", type=float, nargs="+", metavar="V", help="pixel mean(s) in 0..255: (pixel - mean) / std")
+    g.add_argument("--std", type=float, nargs="+", metavar="V", help="pixel std(s) in 0..255")
+    g.add_argument("--channel-order", choices=["RGB", "BGR"])
+
+
+def describe(spec) -> str:
+    """One line: what a prediction's pixels went through."""
+    resize = f"centre crop {spec.crop_fraction:g}" if spec.resize == "crop" else "whole frame"
+    norm = spec.preset if spec.preset != "custom" else f"mean {list(spec.mean)} std {list(spec.std)}"
+    return (f"{spec.size[0]}x{spec.size[1]} {'gray' if spec.channels == 1 else spec.channel_order}, {resize}, "
+            f"bilinear {'with' if spec.antialias else 'without'} antialias, {norm}, {spec.layout}")
+
+
+def preprocess_choice(args) -> dict | None:
+    """What the user said about preprocessing, as fields for the one resolver (None: nothing)."""
+    from .resolve import merge, user_fields
+
+    singles = {"resize": args.resize, "crop_fraction": args.crop_fraction, "antialias": args.antialias,
+               "channel_order": args.channel_order}
+    for key in ("mean", "std"):
+        values = getattr(args, key)
+        singles[key] = values * 3 if values and len(values) == 1 else values
+    chosen = merge(user_fields(args.preprocess), singles)
+    return chosen or None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgelite", description=DESCRIPTION)
     from . import __version__
@@ -48,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a Keras model (.keras/.h5/SavedModel) instead of training one")
     p.add_argument("--data", help="image folder for calibration and checks (class folders or ImageNet-style)")
     p.add_argument("--out", default="edgelite-demo", help="output folder (default: ./edgelite-demo)")
-    p.add_argument("--preprocess", help="preprocessing preset or spec .json for --model")
+    preprocessing_options(p)
     p.add_argument("--labels", help="labels file, one per line, for --model")
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--formats", nargs="+", help="formats to export (default: TFLite fp32/int8, ONNX fp32/int8)")
@@ -72,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least top-1 agreement with Keras for fp32/fp16 (default 0.995)")
     p.add_argument("--min-agreement-int8", type=float, default=0.95,
                    help="least top-1 agreement with Keras for int8 and dynamic-range (default 0.95)")
-    p.add_argument("--preprocess", help="preset (mobilenet, unit, raw, caffe, torch) or spec .json")
+    preprocessing_options(p)
     p.add_argument("--labels", help="labels file, one per line")
     p.add_argument("--io-type", choices=["int8", "uint8", "float32"], default="int8",
                    help="input/output type of full-int8 TFLite (default int8)")
@@ -113,11 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--labels", help="labels file for models that carry none")
-    p.add_argument("--preprocess", help="preprocessing preset for models that carry none")
+    preprocessing_options(p)
     p.add_argument("--annotate", metavar="OUTDIR", help="also write each image with its top-k drawn on it (PNG)")
     p.add_argument("--force", action="store_true", help="overwrite annotated images that exist")
     p.add_argument("--backend", help="force a backend: litert or onnxruntime")
     p.add_argument("--threads", type=int)
+    p.add_argument("--output", help="for a model with several outputs: the one that holds the scores (name or index)")
     p.set_defaults(run=_predict)
 
     p = sub.add_parser("bench", help="latency, size and accuracy of artifacts against the Keras reference",
@@ -136,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
     p.add_argument("--limit", type=int, help="use at most this many labeled images")
     p.add_argument("--quick", action="store_true", help="short run: 20 runs, all cores only, 50 images")
-    p.add_argument("--preprocess", help="preprocessing preset for models that carry none")
+    preprocessing_options(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
     p.set_defaults(run=_bench)
 
@@ -147,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help=".tflite or .onnx file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--labels", help="labels file for models that carry none (written into a sidecar)")
-    p.add_argument("--preprocess", help="preprocessing preset for models that carry none")
+    preprocessing_options(p)
     p.add_argument("--no-wheel", action="store_true", help="require edgelite from a package index instead")
     p.add_argument("--force", action="store_true")
     p.set_defaults(run=_bundle)
@@ -181,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _demo(args) -> int:
     from edgelite.benchmarks.demo import DEMO_FORMATS, run_demo
 
-    result = run_demo(out=args.out, model=args.model, data=args.data, preprocess=args.preprocess,
+    result = run_demo(out=args.out, model=args.model, data=args.data, preprocess=preprocess_choice(args),
                       labels=args.labels, force=args.force, epochs=args.epochs,
                       formats=args.formats or DEMO_FORMATS, runs=args.runs, check=args.check,
                       threads=args.threads)
@@ -201,7 +237,7 @@ def _convert(args) -> int:
         calibration, check = split_images(images)
     fp, q = args.min_agreement_float, args.min_agreement_int8
     result = convert(args.model, args.out, choose(calibration, args.calib_count), check,
-                     formats=args.formats or FORMATS, preprocess=args.preprocess, labels=args.labels,
+                     formats=args.formats or FORMATS, preprocess=preprocess_choice(args), labels=args.labels,
                      force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
                      weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
                      mirror=not args.no_calib_mirror, rescue=not args.no_rescue)
@@ -296,7 +332,9 @@ def _predict(args) -> int:
     from .files import find_images
 
     classifier = Classifier(args.model, backend=args.backend, threads=args.threads, labels=args.labels,
-                            preprocess=args.preprocess)
+                            preprocess=preprocess_choice(args), output=args.output)
+    if not args.json:
+        print(f"preprocessing: {describe(classifier.spec)}", file=sys.stderr)
     images = find_images(args.images)
     if not images:
         raise EdgeliteError("no images found")
@@ -325,7 +363,8 @@ def _predict(args) -> int:
             print(f"edgelite: error: {result.error}", file=sys.stderr)
             continue
         if args.json:
-            print(json.dumps({"image": str(result.source), "predictions": [p._asdict() for p in result.predictions]}))
+            print(json.dumps({"image": str(result.source), "predictions": [p._asdict() for p in result.predictions],
+                              "preprocess": classifier.spec.to_dict()}))
         else:
             print(result.source)
             for rank, p in enumerate(result.predictions, 1):
@@ -345,7 +384,7 @@ def _bench(args) -> int:
         runs, threads, limit, repeat = min(runs, 20), threads or [os.cpu_count() or 1], limit or 50, 1
     document = bench(args.models, data=args.data, keras=args.keras, out=args.out, runs=runs, warmup=args.warmup,
                      threads=threads, batches=args.batch, limit=limit, cold_repeat=repeat,
-                     preprocess=args.preprocess, force=args.force)
+                     preprocess=preprocess_choice(args), force=args.force)
     env, settings = document["environment"], document["settings"]
     print(f"\n{env['cpu']}, {env['cores']} cores; {settings['images']} images; batch 1, "
           f"{settings['threads']} threads, {settings['runs']} runs\n")
@@ -358,7 +397,7 @@ def _bench(args) -> int:
 def _bundle(args) -> int:
     from .bundle import bundle
 
-    files = bundle(args.model, args.out, labels=args.labels, preprocess=args.preprocess, wheel=not args.no_wheel,
+    files = bundle(args.model, args.out, labels=args.labels, preprocess=preprocess_choice(args), wheel=not args.no_wheel,
                    force=args.force)
     for kind, path in files.items():
         print(f"{kind:13s} {path}")

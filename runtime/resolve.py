@@ -62,7 +62,6 @@ def merge(base: dict, fields: dict) -> dict:
             merged.pop(key, None)
     elif any(key in fields for key in ("mean", "std", "channel_order")):
         fields = {**fields, "preset": "custom"}
-        merged.setdefault("channel_order", "RGB")
     merged.update(fields)
     return merged
 
@@ -77,6 +76,8 @@ def resolve_spec(name: str, world: str | None = None, carried: dict | None = Non
         raise EdgeliteError(
             f"cannot tell how {name} expects its pixels (it carries no normalisation): pass --preprocess "
             f"PRESET ({', '.join(PRESETS)}) or a spec .json, or --mean and --std")
+    if fields.get("preset") == "custom":
+        fields.setdefault("channel_order", "RGB")
     if "size" not in fields:
         raise EdgeliteError(f"{name} has a dynamic input size: give a spec .json with a size")
     return PreprocessSpec.from_dict(fields)
