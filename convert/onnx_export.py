@@ -21,8 +21,10 @@ def to_onnx(model, path: Path, nchw: bool = False) -> Path:
     import tf2onnx
 
     shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or None in shape[1:]:
-        raise EdgeliteError(f"cannot export an input of shape {shape}: expected [N, H, W, C]")
+    if len(shape) not in (3, 4) or None in shape[1:]:
+        raise EdgeliteError(f"cannot export an input of shape {shape}: expected [N, H, W, C] or [N, H, W]")
+    if nchw and len(shape) != 4:
+        raise EdgeliteError("--nchw needs an input with a channel axis [N, H, W, C]")
     signature = [tf.TensorSpec((None,) + shape[1:], tf.float32, name="input")]
     # from_function on the traced call works for Keras 3 Sequential and functional models alike
     function = tf.function(lambda input: model(input, training=False), input_signature=signature)

@@ -155,7 +155,7 @@ class Classifier:
     def prepare(self, item) -> np.ndarray:
         """Path, bytes, PIL image or array -> the backend's input batch of one."""
         if isinstance(item, np.ndarray):
-            array = item if item.ndim == 4 else item[None]
+            array = item if item.ndim == len(self.input.shape) else item[None]  # a batch, or one input
             if np.issubdtype(self.input.dtype, np.integer) and not np.issubdtype(array.dtype, np.integer):
                 return quantize(array, self.input.dtype, self.input.scale, self.input.zero_point)
             return array.astype(self.input.dtype, copy=False)

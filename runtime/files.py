@@ -28,15 +28,26 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
             raise EdgeliteError(f"no file matches {item}")
         for match in map(Path, matches):
             if match.is_dir():
-                found.extend(
-                    p for p in sorted(match.rglob("*"))
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                )
+                found.extend(_images_under(match))
             elif match.exists():
                 found.append(match)
             else:
                 raise EdgeliteError(f"no such file or folder: {match}")
     return found
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files under a folder, sorted, following symlinked sub-folders (each real folder once)."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found.extend(Path(top) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES
+                     and os.path.isfile(os.path.join(top, f)))
+    return sorted(found)
 
 
 def class_folders(root: str | Path) -> list[tuple[Path, int]]:

@@ -175,9 +175,13 @@ def resize(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
         return image.resize((width, height), Image.BILINEAR, box=None if spec.resize == "stretch" else box)
     # output pixel centre (x + 0.5) samples the source at left + (x + 0.5) * box_w / width, between its
     # four neighbours: RESIZE_BILINEAR with half_pixel_centers (measured: within 1 level of tf.image.resize)
+    # (sampled in float, then rounded as TFLite's uint8 kernel rounds: Pillow's own uint8 sampling truncates)
     left, top, right, bottom = box
     matrix = ((right - left) / width, 0, left, 0, (bottom - top) / height, top)
-    return image.transform((width, height), Image.AFFINE, matrix, resample=Image.BILINEAR)
+    bands = [np.asarray(band.convert("F").transform((width, height), Image.AFFINE, matrix, resample=Image.BILINEAR))
+             for band in image.split()]
+    return Image.fromarray(np.clip(np.rint(np.stack(bands, axis=-1)), 0, 255).astype(np.uint8).squeeze(-1)
+                           if len(bands) == 1 else np.clip(np.rint(np.stack(bands, axis=-1)), 0, 255).astype(np.uint8))
 
 
 def pixels(image: ImageLike, spec: PreprocessSpec) -> np.ndarray:
