@@ -59,4 +59,21 @@ def embed_metadata(tflite: bytes, document: dict, extra: dict[str, bytes] | None
         entry = schema.MetadataT()
         entry.name, entry.buffer = name, len(model.buffers) - 1
         model.metadata.append(entry)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    data = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return with_standard_metadata(data, document)
+
+
+def with_standard_metadata(tflite: bytes, document: dict) -> bytes:
+    """The same model also described in standard TFLite Metadata (labels, NormalizationOptions, colour
+    space), so the TFLite Task Library, MediaPipe and other tools understand it. The standard cannot say
+    BGR or a centre crop: a BGR model gets no NormalizationOptions, and such tools resize the whole frame."""
+    from edgelite.tflite_metadata import write
+
+    spec = document.get("preprocess") or {}
+    rgb = spec.get("channel_order", "RGB") == "RGB" and spec.get("mean") and spec.get("std")
+    source = (document.get("source") or {}).get("file", "model")
+    return write(tflite, name=f"{source} (edgelite {document.get('format', '')})".strip(),
+                 labels=document.get("labels"), mean=list(spec["mean"]) if rgb else None,
+                 std=list(spec["std"]) if rgb else None,
+                 color_space="GRAYSCALE" if spec.get("channels") == 1 else "RGB",
+                 description="exported by edgelite; its full preprocessing is in the 'edgelite' metadata entry")

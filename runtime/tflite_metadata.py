@@ -248,7 +248,10 @@ def write(tflite: bytes, *, name: str, labels: list[str] | None, mean: list[floa
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     out = io.BytesIO(bytes(builder.Output()))
     if labels is not None:
-        with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
+        # "w" at the end, not "a": "a" would find a zip stored inside a buffer (edgelite's check set is
+        # an .npz) and write over the flatbuffer after it
+        out.seek(0, io.SEEK_END)
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr("labels.txt", "".join(f"{label}\n" for label in labels))
     return out.getvalue()
 

@@ -158,3 +158,16 @@ def test_a_bare_uint8_gray_model_needs_no_flags(gray_digits, tmp_path):
     assert clf.input.shape[1:] == (28, 28) and clf.spec.layout == "NHW" and clf.labels is None
     digit = sorted((folder / "data" / "3").iterdir())[0]
     assert clf.predict(digit, top_k=1)[0].index == 3
+
+
+def test_edgelite_tflite_also_carries_standard_metadata(artifact):
+    """Other tools (Task Library, MediaPipe) read edgelite's TFLite artifacts through the standard metadata;
+    edgelite's own entry and the check set (an .npz inside a buffer) survive the appended labels zip."""
+    from edgelite.tflite_metadata import read
+
+    for fmt in ("tflite-fp32", "tflite-int8"):
+        clf = Classifier(artifact[fmt])
+        standard = read(artifact[fmt])
+        assert standard["labels"] == clf.labels and standard["color_space"] == "RGB"
+        assert standard["mean"] == list(clf.spec.mean) and standard["std"] == list(clf.spec.std)
+        assert clf.backend.check_set() and clf.metadata["format"] == fmt
