@@ -109,8 +109,15 @@ def _load_h5(path: Path, unsafe: bool):
                 f"{path}: Keras 3 cannot load it ({one_line(keras3_error)}); "
                 "for legacy Keras 2 files install tf-keras"
             ) from None
+        custom = {}
+        try:  # TF-Hub's KerasLayer (a Keras 2 layer around a SavedModel), as its tutorials save it
+            import tensorflow_hub
+
+            custom["KerasLayer"] = tensorflow_hub.KerasLayer
+        except ImportError:
+            pass
         try:
-            return tf_keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+            return tf_keras.models.load_model(path, compile=False, safe_mode=not unsafe, custom_objects=custom)
         except Exception as keras2_error:
             raise EdgeliteError(
                 f"{path}: neither Keras 3 ({one_line(keras3_error)}) nor Keras 2 "

@@ -62,7 +62,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
             formats: Sequence[str] = FORMATS, preprocess=None, labels=None, force: bool = False,
             unsafe: bool = False, thresholds: dict | None = None, io_type: str = "int8",
             nchw: bool = False, weights: str | None = None, mirror: bool = True, verbose: bool = True,
-            rescue: bool = True) -> Conversion:
+            rescue: bool = True, output: int | str | None = None) -> Conversion:
     """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
 
     `model_path` is a model file or folder, or an application name ("mobilenetv2") with
@@ -86,7 +86,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         raise EdgeliteError("no calibration images (int8 formats need some)")
     out_dir = prepare_out_dir(out_dir, force)
     import_tensorflow()
-    model = load_model(model_path, unsafe, weights)
+    model = choose_output(load_model(model_path, unsafe, weights), output)
     source = source_of(model_path, weights)
     known_path = model_path if model_path.exists() else None
     spec = resolve_spec(model, known_path, preprocess)
@@ -125,6 +125,23 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
             say(_summary(artifact))
             artifacts.append(artifact)
     return Conversion(model, spec, labels, reference, artifacts)
+
+
+def choose_output(model, output: int | str | None):
+    """The model itself, or for a model with several outputs the one named or numbered (a clear error
+    when none is): edgelite artifacts have one output, the class scores."""
+    names = [getattr(t, "name", str(i)).split("/")[0] for i, t in enumerate(model.outputs)]
+    if len(names) == 1 and output in (None, 0, "0", names[0]):
+        return model
+    if output is None:
+        raise EdgeliteError(f"{model.name} has {len(names)} outputs ({', '.join(names)}): choose the class scores "
+                            "with --output NAME|INDEX")
+    index = int(output) if str(output).isdigit() else (names.index(output) if output in names else -1)
+    if not 0 <= index < len(names):
+        raise EdgeliteError(f"{model.name} has no output {output!r} (outputs: {', '.join(names)})")
+    import keras
+
+    return keras.Model(model.inputs, model.outputs[index], name=model.name)
 
 
 def output_kind(model, sample: np.ndarray) -> str:

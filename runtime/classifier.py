@@ -88,6 +88,24 @@ def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0,
     return out
 
 
+def calibrated(scores: np.ndarray, calibration: dict) -> np.ndarray:
+    """The TFLite Task Library's score calibration (standard metadata's ScoreCalibrationOptions): per class
+    scale / (1 + exp(-(slope * g(score) + offset))), g the transformation; the default score for a class
+    without parameters or below its min_score."""
+    g = {"IDENTITY": lambda x: x, "LOG": np.log,
+         "INVERSE_LOGISTIC": lambda x: np.log(x) - np.log1p(-x)}[calibration["transformation"]]
+    out = np.full_like(scores, calibration["default_score"])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for index, params in enumerate(calibration["params"][:scores.shape[1]]):
+            if params is None:
+                continue
+            scale, slope, offset, min_score = params
+            value = scale / (1 + np.exp(-(slope * g(scores[:, index]) + offset)))
+            keep = np.isfinite(value) & (True if min_score is None else scores[:, index] >= min_score)
+            out[:, index] = np.where(keep, value, calibration["default_score"])
+    return out
+
+
 class Classifier:
     """An image classifier on a .tflite or .onnx file.
 
@@ -171,7 +189,9 @@ class Classifier:
         if batch.shape[1:] != expected and None not in expected:
             raise EdgeliteError(f"input of shape {batch.shape[1:]} where the model takes {expected}")
         raw = self.backend.run(batch)
-        return scores_from_output(raw, self.output.scale, self.output.zero_point, self.probabilities)
+        scores = scores_from_output(raw, self.output.scale, self.output.zero_point, self.probabilities)
+        calibration = (self.standard or {}).get("score_calibration")
+        return calibrated(scores, calibration) if calibration else scores
 
     def top_k(self, probabilities: np.ndarray, k: int = 5) -> list[Prediction]:
         order = np.argsort(-probabilities, kind="stable")[:k]

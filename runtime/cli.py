@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave an int8 artifact below its gate as it is (default: per-layer report, then the fewest "
                         "layers kept in float that pass)")
     p.add_argument("--unsafe", action="store_true", help="allow Keras to load arbitrary code (lambda layers)")
+    p.add_argument("--output", help="for a model with several outputs: the class scores (name or index)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(run=_convert)
 
@@ -240,7 +241,7 @@ def _convert(args) -> int:
                      formats=args.formats or FORMATS, preprocess=preprocess_choice(args), labels=args.labels,
                      force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
                      weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
-                     mirror=not args.no_calib_mirror, rescue=not args.no_rescue)
+                     mirror=not args.no_calib_mirror, rescue=not args.no_rescue, output=args.output)
     failed = [a.format for a in result.artifacts if not a.passed]
     if failed:
         print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",

@@ -75,6 +75,34 @@ def test_keras3_h5_and_savedmodel_convert(trained, tmp_path):
         assert_verified(result)
 
 
+def test_tf_hub_keras_layer_h5_converts(trained, tmp_path):
+    """The TF-Hub tutorials' model: a hub.KerasLayer feature extractor (a SavedModel) under a new Dense
+    head in tf_keras, saved as .h5. The module is built here (no internet): a frozen conv feature map."""
+    hub = pytest.importorskip("tensorflow_hub")
+    import tensorflow as tf
+    import tf_keras
+
+    class Features(tf.Module):
+        def __init__(self):
+            self.kernel = tf.Variable(tf.random.stateless_normal((3, 3, 3, 16), seed=(1, 2)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 24, 24, 3], tf.float32)])
+        def __call__(self, images):
+            return tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(images, self.kernel, 1, "SAME")), axis=[1, 2])
+
+    tf.saved_model.save(Features(), str(tmp_path / "features"))
+    x, y = digit_arrays(trained)
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((24, 24, 3)), hub.KerasLayer(str(tmp_path / "features")),
+                                 tf_keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, verbose=0)
+    model.save(tmp_path / "hub.h5")
+    result = convert(tmp_path / "hub.h5", tmp_path / "out", [p for p, _ in trained.train[:50]],
+                     check_images(trained, 30), formats=FAST, preprocess="unit", labels=trained.labels, verbose=False)
+    assert_verified(result)
+
+
 def test_lambda_layers_need_unsafe(trained, tmp_path):
     import keras
 
@@ -186,3 +214,19 @@ def test_a_failed_format_does_not_stop_the_others(trained, tmp_path, monkeypatch
     assert [a.format for a in failed] == ["tflite-fp16"] and "simulated" in failed[0].error
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "model_fp32.onnx", "model_fp32.onnx.json", "model_fp32.tflite", "model_fp32.tflite.json"]
+
+
+def test_a_model_with_two_outputs_needs_a_choice(trained, tmp_path):
+    import keras
+
+    base = keras.saving.load_model(trained.model_path)
+    features = base.layers[-2].output
+    two = keras.Model(base.inputs, [keras.layers.Dense(4, name="aux")(features), base.outputs[0]])
+    two.save(tmp_path / "two.keras")
+    with pytest.raises(EdgeliteError, match="2 outputs .*--output"):
+        convert(tmp_path / "two.keras", tmp_path / "out", [], check_images(trained, 10), formats=["tflite-fp32"],
+                verbose=False)
+    result = convert(tmp_path / "two.keras", tmp_path / "out2", [], check_images(trained, 30),
+                     formats=["tflite-fp32"], output=1, preprocess=trained.spec, labels=trained.labels, verbose=False)
+    assert_verified(result)
+    assert Classifier(result.artifacts[0].path).output.shape[-1] == 10

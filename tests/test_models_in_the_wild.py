@@ -171,3 +171,15 @@ def test_edgelite_tflite_also_carries_standard_metadata(artifact):
         assert standard["labels"] == clf.labels and standard["color_space"] == "RGB"
         assert standard["mean"] == list(clf.spec.mean) and standard["std"] == list(clf.spec.std)
         assert clf.backend.check_set() and clf.metadata["format"] == fmt
+
+
+def test_score_calibration_follows_the_task_library():
+    from edgelite.classifier import calibrated
+
+    calibration = {"transformation": "LOG", "default_score": 0.2,
+                   "params": [(1.0, 2.0, 0.5, None), None, (0.5, 1.0, 0.0, 0.3)]}
+    scores = np.array([[0.5, 0.4, 0.1], [0.25, 0.25, 0.5]], np.float32)
+    out = calibrated(scores, calibration)
+    expected_0 = 1 / (1 + np.exp(-(2 * np.log(scores[:, 0]) + 0.5)))
+    assert np.allclose(out[:, 0], expected_0) and np.allclose(out[:, 1], 0.2)  # no parameters: default
+    assert out[0, 2] == pytest.approx(0.2) and out[1, 2] == pytest.approx(0.5 / (1 + np.exp(-np.log(0.5))))
