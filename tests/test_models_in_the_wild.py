@@ -183,3 +183,50 @@ def test_score_calibration_follows_the_task_library():
     expected_0 = 1 / (1 + np.exp(-(2 * np.log(scores[:, 0]) + 0.5)))
     assert np.allclose(out[:, 0], expected_0) and np.allclose(out[:, 1], 0.2)  # no parameters: default
     assert out[0, 2] == pytest.approx(0.2) and out[1, 2] == pytest.approx(0.5 / (1 + np.exp(-np.log(0.5))))
+
+
+def test_tutorial_binary_model_with_preprocessing_inside(tmp_path):
+    """The TensorFlow transfer-learning tutorial's shape: augmentation + Rescaling inside the model and a
+    Dense(1) logit, trained a few epochs on two big-cats classes (about 15 s); converted with --labels only,
+    from class folders that are symlinks."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from edgelite.files import split
+
+    root = shared("data/big-cats")
+    items = [(p, i) for i, name in enumerate(["snow_leopard", "tiger"]) for p in find_images([root / name])]
+    train_items, held = split(items, 0.25, seed=0)
+    size = 96
+    x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p, _ in train_items])
+    y = np.array([label for _, label in train_items], np.float32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((size, size, 3)),
+        keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1)],
+                         name="data_augmentation"),
+        keras.layers.Rescaling(1 / 127.5, offset=-1),
+        keras.layers.Conv2D(16, 3, strides=2, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(1),  # a logit, as the tutorial's from_logits=True loss wants
+    ])
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(x.astype(np.float32), y, epochs=12, batch_size=32, verbose=0)
+    model.save(tmp_path / "cats.keras")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("snow_leopard\ntiger\n")
+    calib = tmp_path / "calib"
+    for name in ("snow_leopard", "tiger"):
+        (calib / name).mkdir(parents=True)
+        (calib / name).joinpath("link").symlink_to(root / name, target_is_directory=True)
+    done = run_cli("convert", tmp_path / "cats.keras", "--calib", calib, "--out", tmp_path / "out", "--labels", labels,
+                   "--formats", "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "--calib-count", "100")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    for artifact in sorted((tmp_path / "out").glob("cats_*.*[xe]")):  # .onnx and .tflite
+        clf = Classifier(artifact)
+        assert clf.metadata["outputs"] == "logits" and clf.labels == ["snow_leopard", "tiger"]
+        assert clf.spec.preset == "raw" and clf.metadata["normalised_in_model"]["std"] == [127.5] * 3
+        results = list(clf.predict_batch([p for p, _ in held], top_k=2))
+        assert all(abs(sum(p.score for p in r.predictions) - 1) < 1e-5 for r in results)
+        right = np.mean([r.predictions[0].index == label for r, (_, label) in zip(results, held)])
+        assert right >= 0.8, (artifact.name, right)
