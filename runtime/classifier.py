@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 from collections import deque
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
@@ -121,6 +122,9 @@ class Classifier:
         self.path = Path(model)
         self.backend = open_backend(self.path, backend, threads)
         self.backend.select_output(output)
+        self._choice = (backend, output)
+        self._idle = queue.SimpleQueue()  # backends not running: an interpreter is not thread-safe
+        self._idle.put(self.backend)
         self.metadata = self.backend.metadata() or read_sidecar(self.path) or {}
         self.standard = self.backend.standard_metadata() if not self.metadata.get("labels") or \
             "preprocess" not in self.metadata else None
@@ -188,7 +192,10 @@ class Classifier:
         expected = tuple(s for s in self.input.shape[1:])
         if batch.shape[1:] != expected and None not in expected:
             raise EdgeliteError(f"input of shape {batch.shape[1:]} where the model takes {expected}")
-        raw = self.backend.run(batch)
+        return self._decode(self._run(batch))
+
+    def _decode(self, raw: np.ndarray) -> np.ndarray:
+        """The backend's raw output -> probabilities [N, C] (calibrated where the model says so)."""
         scores = scores_from_output(raw, self.output.scale, self.output.zero_point, self.probabilities)
         calibration = (self.standard or {}).get("score_calibration")
         return calibrated(scores, calibration) if calibration else scores
@@ -200,27 +207,45 @@ class Classifier:
     def predict(self, item: str | Path | bytes | Image.Image | np.ndarray, top_k: int = 5) -> list[Prediction]:
         return self.top_k(self.scores(self.prepare(item))[0], top_k)
 
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """The backend's output for a batch; threads take turns on each interpreter (see __init__)."""
+        backend = self._idle.get()
+        try:
+            return backend.run(batch)
+        finally:
+            self._idle.put(backend)
+
     def predict_batch(self, items: Iterable, top_k: int = 5, workers: int | None = None) -> Iterator[Result]:
-        """Predict many items in input order; images are decoded on other threads while
-        the backend runs. A bad item yields a Result with its error and the run goes on."""
+        """Predict many items in input order. Each of `workers` threads (default: one per core, at most
+        4) decodes an item and runs it on its own single-threaded interpreter: on 2 cores that was
+        faster than decoding on threads for one interpreter using both cores (benchmarks/RESULTS.md).
+        A bad item yields a Result with its error and the run goes on."""
         from concurrent.futures import ThreadPoolExecutor  # only batch runs pay for it
 
-        workers = workers or max(1, min(4, (os.cpu_count() or 2)))
+        workers = workers or max(1, min(4, os.cpu_count() or 1))
+        own = queue.SimpleQueue()
+        for _ in range(workers):
+            extra = open_backend(self.path, self._choice[0], threads=1)
+            extra.select_output(self._choice[1])
+            own.put(extra)
 
-        def prepare(item):
+        def predict(item) -> Result:
+            backend = own.get()
             try:
-                return self.prepare(item), None
+                return Result(item, self.top_k(self._decode(backend.run(self.prepare(item)))[0], top_k))
             except EdgeliteError as exc:
-                return None, str(exc)
+                return Result(item, None, str(exc))
+            finally:
+                own.put(backend)
 
         with ThreadPoolExecutor(workers) as pool:
             window: deque = deque()
             for item in items:
-                window.append((item, pool.submit(prepare, item)))
+                window.append(pool.submit(predict, item))
                 if len(window) > 2 * workers:
-                    yield self._finish(*window.popleft(), top_k)
+                    yield window.popleft().result()
             while window:
-                yield self._finish(*window.popleft(), top_k)
+                yield window.popleft().result()
 
     def predict_safely(self, item, top_k: int = 5) -> Result:
         """predict() that reports a bad item in its Result instead of raising."""
@@ -228,9 +253,3 @@ class Classifier:
             return Result(item, self.predict(item, top_k))
         except EdgeliteError as exc:
             return Result(item, None, str(exc))
-
-    def _finish(self, item, future, top_k) -> Result:
-        array, error = future.result()
-        if error:
-            return Result(item, None, error)
-        return self.predict_safely(array, top_k)._replace(source=item)

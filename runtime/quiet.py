@@ -5,13 +5,34 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+
+_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def quiet():
-    if os.environ.get("EDGELITE_DEBUG"):
+    """Point file descriptors 1 and 2 at /dev/null for the duration, only while this is the process's
+    only thread: they belong to the whole process, so with other threads running (a server) nothing
+    is silenced rather than their output lost."""
+    if os.environ.get("EDGELITE_DEBUG") or _others_running() or not _LOCK.acquire(blocking=False):
         yield
         return
+    try:
+        with _silenced():
+            yield
+    finally:
+        _LOCK.release()
+
+
+def _others_running() -> bool:
+    """Another thread that may write (tqdm's progress-bar monitor only sleeps and refreshes bars)."""
+    monitor = getattr(sys.modules.get("tqdm._monitor"), "TMonitor", ())
+    return any(t is not threading.current_thread() and not isinstance(t, monitor) for t in threading.enumerate())
+
+
+@contextlib.contextmanager
+def _silenced():
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)

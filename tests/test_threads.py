@@ -1,0 +1,70 @@
+"""One Classifier shared by threads gives what it gives alone; silencing logs never takes other threads' output."""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from edgelite import Classifier
+from edgelite.files import find_images
+from edgelite.quiet import quiet
+
+
+@pytest.mark.parametrize("fmt", ["tflite-int8", "onnx-int8", "tflite-fp32"])
+def test_threads_sharing_one_classifier_get_single_threaded_answers(artifact, digits, fmt):
+    clf = Classifier(artifact[fmt])
+    images = find_images([digits])[::40][:20]
+    alone = {p: clf.scores(clf.prepare(p)) for p in images}
+    work = [images[i % len(images)] for i in range(400)]
+    with ThreadPoolExecutor(8) as pool:
+        shared = list(pool.map(lambda p: (p, clf.scores(clf.prepare(p))), work))
+    assert all(np.array_equal(scores, alone[p]) for p, scores in shared)
+
+
+def test_predict_batch_equals_a_loop_in_order_and_reports_bad_items(artifact, digits, tmp_path):
+    clf = Classifier(artifact["tflite-int8"])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    images = find_images([digits])[:30]
+    items = images[:10] + [bad] + images[10:]
+    results = list(clf.predict_batch(items, top_k=3, workers=3))
+    assert [r.source for r in results] == items
+    assert results[10].predictions is None and "bad.png" in results[10].error
+    loop = [clf.predict(p, top_k=3) for p in images]
+    assert [r.predictions for r in results[:10] + results[11:]] == loop
+
+
+def test_quiet_leaves_other_threads_output_alone(capfd):
+    stop = threading.Event()
+    written = []
+
+    def chatter():
+        n = 0
+        while not stop.is_set():
+            os.write(2, f"line {n}\n".encode())
+            written.append(n)
+            n += 1
+
+    thread = threading.Thread(target=chatter)
+    thread.start()
+    try:
+        for _ in range(20):
+            with quiet():
+                os.write(2, b"")
+    finally:
+        stop.set()
+        thread.join()
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("line ")]
+    assert len(lines) == len(written)
+
+
+def test_quiet_silences_when_alone(capfd):
+    with quiet():
+        os.write(2, b"hidden\n")
+        os.write(1, b"hidden\n")
+    os.write(2, b"shown\n")
+    out = capfd.readouterr()
+    assert "hidden" not in out.out + out.err and "shown" in out.err
