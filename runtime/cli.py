@@ -11,6 +11,9 @@ import traceback
 from .errors import EdgeliteError, one_line
 
 DESCRIPTION = "Keras image classifiers to small devices: convert, run, benchmark, train."
+EXIT_CODES = ("exit codes: 0 all good; 1 some inputs failed, or an artifact is below its gate (convert, verify); "
+              "2 usage or input error (a bad flag, file, model or folder); 3 internal error (a bug: "
+              "EDGELITE_DEBUG=1 shows the traceback); 130 interrupted")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unforeseen input: one line, the traceback on request
         if os.environ.get("EDGELITE_DEBUG"):
             traceback.print_exc()
-        print(f"edgelite: error: {type(exc).__name__}: {one_line(exc)} "
+        print(f"edgelite: internal error: {type(exc).__name__}: {one_line(exc)} "
               "(set EDGELITE_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+        return 3
 
 
 def preprocessing_options(p: argparse.ArgumentParser) -> None:
@@ -71,7 +74,7 @@ def preprocess_choice(args) -> dict | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgelite", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="edgelite", description=DESCRIPTION, epilog=EXIT_CODES)
     from . import __version__
     parser.add_argument("--version", action="version", version=f"edgelite {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -145,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify images with a .tflite or .onnx model (no TensorFlow)",
                        description="Top-k classes for image files, folders (recursive) and globs.")
     p.add_argument("model", help=".tflite or .onnx file")
-    p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("images", nargs="*", help="image files, folders or glob patterns")
+    p.add_argument("--camera", nargs="?", const="0", metavar="SOURCE",
+                   help="classify a camera continuously with a frames/s readout: 'pi' (picamera2), a webcam "
+                        "number (default 0) or a video file/URL (OpenCV)")
+    p.add_argument("--frames", type=int, help="with --camera: stop after this many frames")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--labels", help="labels file for models that carry none")
@@ -336,6 +343,13 @@ def _predict(args) -> int:
                             preprocess=preprocess_choice(args), output=args.output)
     if not args.json:
         print(f"preprocessing: {describe(classifier.spec)}", file=sys.stderr)
+    if args.camera is not None:
+        from .camera import classify_stream, frames
+
+        classify_stream(classifier, frames(args.camera), top_k=min(args.top_k, 3), limit=args.frames)
+        return 0
+    if not args.images:
+        raise EdgeliteError("give images (files, folders or globs) or --camera")
     images = find_images(args.images)
     if not images:
         raise EdgeliteError("no images found")

@@ -84,3 +84,38 @@ def test_convert_cli_empty_calibration_folder(trained, tmp_path):
     (tmp_path / "empty").mkdir()
     done = run_cli("convert", trained.model_path, "--calib", tmp_path / "empty", "--out", tmp_path / "o")
     assert done.returncode == 2 and "no images" in done.stderr
+
+
+def test_exit_codes_mean_one_thing_each(monkeypatch, capsys):
+    from edgelite import cli
+
+    assert "exit codes: 0 all good; 1 some inputs failed" in run_cli("--help").stdout
+    assert run_cli("predict").returncode == 2  # argparse: usage
+    assert run_cli("predict", "no-such-model.tflite", "x.jpg").returncode == 2  # input error
+
+    def bug(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "_predict", bug)
+    assert cli.main(["predict", "m.tflite", "x.jpg"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("edgelite: internal error: ZeroDivisionError") and "Traceback" not in err
+
+
+def test_camera_stream_and_no_camera(artifact, trained):
+    import numpy as np
+    from PIL import Image
+
+    from edgelite import Classifier
+    from edgelite.camera import classify_stream
+
+    clf = Classifier(artifact["tflite-int8"])
+    frame = np.asarray(Image.open(trained.val[0][0]).convert("RGB"))
+    lines = []
+    count = classify_stream(clf, iter([frame] * 50), top_k=1, limit=40, say=lines.append)
+    assert count == 40 and len(lines) == 40
+    assert lines[-1].split()[1] == "fps" and float(lines[-1].split()[0]) > 0
+    assert lines[-1].split()[2] == clf.predict(frame_image := Image.fromarray(frame), top_k=1)[0].label
+    done = run_cli("predict", artifact["tflite-int8"], "--camera", "/no/such/stream.mp4", "--frames", "3")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 2  # preprocessing line + one error
+    assert "Traceback" not in done.stderr and frame_image.size
