@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--formats", nargs="+", help="default: all")
     p.add_argument("--calib-count", type=int, default=200, help="calibration images (default 200, a seeded sample)")
+    p.add_argument("--check-count", type=int, default=500,
+                   help="held-back images the parity is measured on (default 500, a seeded sample: memory stays "
+                        "bounded on big folders)")
     p.add_argument("--min-agreement-float", type=float, default=0.995,
                    help="least top-1 agreement with Keras for fp32/fp16 (default 0.995)")
     p.add_argument("--min-agreement-int8", type=float, default=0.95,
@@ -244,7 +247,7 @@ def _convert(args) -> int:
     else:
         calibration, check = split_images(images)
     fp, q = args.min_agreement_float, args.min_agreement_int8
-    result = convert(args.model, args.out, choose(calibration, args.calib_count), check,
+    result = convert(args.model, args.out, choose(calibration, args.calib_count), choose(check, args.check_count),
                      formats=args.formats or FORMATS, preprocess=preprocess_choice(args), labels=args.labels,
                      force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
                      weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
