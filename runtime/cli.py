@@ -167,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="for a model with several outputs: the one that holds the scores (name or index)")
     p.set_defaults(run=_predict)
 
+    p = sub.add_parser("serve", help="a small HTTP classifier service with a camera page (no TensorFlow)",
+                       description="Serve a model over HTTP with the standard library: POST /classify (multipart "
+                                   "field 'image' or the raw image) -> top-k JSON, GET / a page that takes a photo, "
+                                   "GET /health, GET /model. Stops cleanly on SIGTERM or Ctrl-C.")
+    p.add_argument("model", help=".tflite or .onnx file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
+    p.add_argument("--labels", help="labels file for models that carry none")
+    preprocessing_options(p)
+    p.add_argument("--threads", type=int, help="inference threads")
+    p.add_argument("--max-bytes", type=int, default=16 * 1024 * 1024,
+                   help="largest request body accepted (default 16 MiB; larger: 413)")
+    p.set_defaults(run=_serve)
+
     p = sub.add_parser("bench", help="latency, size and accuracy of artifacts against the Keras reference",
                        description="Benchmark .tflite/.onnx artifacts (files, or folders such as a convert "
                                    "output) and optionally the Keras model they came from: latency percentiles, "
@@ -391,6 +405,16 @@ def _predict(args) -> int:
         print(f"edgelite: {failures} of {len(images)} images failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _serve(args) -> int:
+    from .classifier import Classifier
+    from .serve import serve
+
+    if args.max_bytes < 1:
+        raise EdgeliteError("--max-bytes must be at least 1")
+    classifier = Classifier(args.model, threads=args.threads, labels=args.labels, preprocess=preprocess_choice(args))
+    return serve(classifier, host=args.host, port=args.port, max_bytes=args.max_bytes)
 
 
 def _bench(args) -> int:
