@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="a separate validation folder (same class folders)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-augment", action="store_true", help="train without flip/rotation/zoom")
+    p.add_argument("--cache", metavar="DIR",
+                   help="keep decoded pixels in DIR (one file per split, keyed by the files and preprocessing) "
+                        "and reuse them in later runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", action="store_true", help="run `edgelite convert` on the result (into OUT/artifacts)")
     p.add_argument("--force", action="store_true")
@@ -452,7 +455,7 @@ def _train(args) -> int:
     trained = train(args.data, args.out, recipe=args.recipe, size=args.size, epochs=args.epochs,
                     fine_tune_epochs=args.fine_tune_epochs, fine_tune_last=args.fine_tune_last, alpha=args.alpha,
                     weights=args.weights, val_split=args.val_split, val_dir=args.val, batch_size=args.batch_size,
-                    seed=args.seed, augment=not args.no_augment, force=args.force)
+                    seed=args.seed, augment=not args.no_augment, force=args.force, cache=args.cache)
     print(f"validation accuracy {trained.val_accuracy:.1%} ({len(trained.val)} images), "
           f"{trained.seconds:.0f}s of training; saved {trained.model_path}")
     print(f"plots: {trained.files['history_plot']}, {trained.files['confusion_plot']}")

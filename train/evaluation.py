@@ -8,6 +8,18 @@ import numpy as np
 from edgelite.benchmarks.report import pyplot
 from edgelite.files import write_figure
 
+from .data import Batches, prefetch
+
+
+def predict(model, batches: Batches, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, truth) over a stream of batches, decoded on worker threads while the model
+    runs: only the scores are kept, never the images. Unreadable files are left out of both."""
+    scores, truth = [], []
+    for x, y in prefetch(batches, workers):
+        scores.append(np.asarray(model.predict_on_batch(x)))
+        truth.append(y)
+    return np.concatenate(scores), np.concatenate(truth)
+
 
 def evaluate(probabilities: np.ndarray, truth: np.ndarray, labels: list[str]) -> dict:
     """Figures on the validation images, via scikit-learn's metrics."""
