@@ -124,6 +124,13 @@ def model_info(classifier) -> dict:
             "input": {"shape": list(classifier.input.shape), "dtype": str(classifier.input.dtype)},
             "output": {"shape": list(classifier.output.shape), "dtype": str(classifier.output.dtype)}}
     info.update({k: classifier.metadata[k] for k in ("quantization", "parity") if k in classifier.metadata})
+    if classifier.backend.check_set() is not None:  # the parity recorded at export, measured again here
+        from .checkset import verify
+
+        report = verify(classifier)
+        info["verified_here"] = {k: report[k] for k in ("images", "top1_agreement", "same_top1_as_export",
+                                                        "max_abs_diff_from_export", "min_agreement", "passed",
+                                                        "kernels")}
     return info
 
 

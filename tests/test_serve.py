@@ -154,6 +154,8 @@ def test_health_and_model(server, clf, photos):
     assert info["input"]["shape"][1:] == list(clf.input.shape[1:]) and info["input"]["dtype"] == "int8"
     assert info["output"]["shape"][-1] == 10
     assert info["quantization"] == clf.metadata["quantization"] and "top1_agreement" in info["parity"]
+    verified = info["verified_here"]  # the check set run again on this machine when the service starts
+    assert verified["images"] == 24 and verified["same_top1_as_export"] == 1.0 and verified["passed"] is True
 
 
 def bad_uploads(photos: list[bytes]) -> list[tuple[str, int, dict]]:
