@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs (default 8 for mobilenetv2's frozen stage, 20 for cnn)")
     p.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width (default 1.0)")
     p.add_argument("--weights", default="imagenet",
-                   help="MobileNetV2 backbone: imagenet (Keras download), none, or a local ImageNet model file")
+                   help="MobileNetV2 backbone: imagenet (Keras download), none, or a local ImageNet model file; "
+                        "or a previous run's model.keras, to resume (either recipe)")
     p.add_argument("--fine-tune-last", type=int, default=30, help="backbone layers to fine-tune (default 30; 0: none)")
     p.add_argument("--fine-tune-epochs", type=int, default=6)
     p.add_argument("--val-split", type=float, default=0.2)
