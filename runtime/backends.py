@@ -99,7 +99,7 @@ def read_tflite_metadata(path: Path, key: str = METADATA_KEY) -> bytes | None:
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         if buf.find(key.encode()) < 0:
             return None  # no such entry: skip loading the flatbuffer schema
-        return _metadata_bytes(_tflite_schema(), buf, key)  # a copy: no view into buf outlives it
+        return _metadata_bytes(buf, key)  # a copy: no view into buf outlives it
 
 
 def _tflite_schema():
@@ -124,15 +124,41 @@ def _version(module: str) -> str:
         return "?"
 
 
-def _metadata_bytes(schema, buf, key: str) -> bytes | None:
-    if schema is None:
-        return None
-    model = schema.Model.GetRootAs(buf, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() == key.encode():
-            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+def _metadata_bytes(buf, key: str) -> bytes | None:
+    """A metadata entry's buffer, read straight off the TFLite flatbuffer with the flatbuffers runtime:
+    Model.metadata (field 6) names a Model.buffers (field 4) entry. Importing the generated schema
+    module instead costs over 100 ms, which every cold start would pay."""
+    from flatbuffers import encode, number_types, table
+
+    root = table.Table(buf, encode.Get(number_types.UOffsetTFlags.packer_type, buf, 0))
+    for entry in _tables(root, 6):
+        name = entry.Offset(4)
+        if name and entry.String(entry.Pos + name) == key.encode():
+            index_at = entry.Offset(6)
+            index = entry.Get(number_types.Uint32Flags, entry.Pos + index_at) if index_at else 0
+            buffers = _tables(root, 4)
+            if index >= len(buffers):
+                raise EdgeliteError(f"metadata entry {key!r} points past the model's buffers")
+            data = buffers[index]
+            at = data.Offset(4)
+            if at:
+                start = data.Vector(at)
+                return bytes(buf[start:start + data.VectorLen(at)])
+            offset, size = (data.Get(number_types.Uint64Flags, data.Pos + data.Offset(slot)) if data.Offset(slot)
+                            else 0 for slot in (6, 8))
+            return bytes(buf[offset:offset + size]) if offset > 1 else b""  # a buffer stored after the flatbuffer
     return None
+
+
+def _tables(parent, field: int) -> list:
+    """The tables of a vector field (by id) of a flatbuffers table."""
+    from flatbuffers import table
+
+    at = parent.Offset(4 + 2 * field)
+    if not at:
+        return []
+    start = parent.Vector(at)
+    return [table.Table(parent.Bytes, parent.Indirect(start + 4 * i)) for i in range(parent.VectorLen(at))]
 
 
 class OnnxBackend:

@@ -97,11 +97,8 @@ def read(model: str | Path | bytes) -> dict | None:
         raise EdgeliteError(f"{where}: cannot read ({one_line(exc)})") from None
     if KEY.encode() not in data:
         return None
-    schema = _tflite_schema()
-    if schema is None:
-        raise EdgeliteError("no TFLite interpreter installed to read the model: pip install 'edgelite[tflite]'")
     try:
-        raw = _metadata_bytes(schema, data, KEY)
+        raw = _metadata_bytes(data, KEY)
     except Exception as exc:  # a garbage model flatbuffer fails in many ways
         raise EdgeliteError(f"{where}: not a readable TFLite model ({one_line(exc)})") from None
     if raw is None:

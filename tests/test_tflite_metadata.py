@@ -248,7 +248,7 @@ def test_garbage_metadata_is_a_clean_error():
 
 def test_damaged_metadata_never_raises_anything_else():
     """Overwrite bytes of real metadata: every read gives metadata or a one-line EdgeliteError."""
-    raw = _metadata_bytes(_tflite_schema(), shared(V1).read_bytes(), tm.KEY)
+    raw = _metadata_bytes(shared(V1).read_bytes(), tm.KEY)
     data = shared(V1).read_bytes()
     zipped = data[data.index(b"PK\x03\x04"):]  # keep the labels so only the flatbuffer is damaged
     bare = _bare(V1)
