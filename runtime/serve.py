@@ -255,8 +255,11 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"the body ended after {len(body):,} of {length:,} bytes")
         return body
 
-    def _reply(self, status: int, content_type: str, body: bytes, close: bool = False) -> None:
+    def _reply(self, status: int, content_type: str, body: bytes, close: bool = False,
+               allow: str | None = None) -> None:
         self.send_response(status)
+        if allow:
+            self.send_header("Allow", allow)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -273,18 +276,7 @@ class Handler(BaseHTTPRequestHandler):
         log(f"{self.client_address[0]} {self.command or '-'} {getattr(self, 'path', '-')}: {status} {message}")
         if not getattr(self, "_body_read", True):
             self._drain()
-        self.send_response(status)
-        if allow:
-            self.send_header("Allow", allow)
-        self.send_header("Content-Type", "application/json")
-        body = json.dumps({"error": message}).encode()
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        self.server.count(status=status)
+        self._reply(status, "application/json", json.dumps({"error": message}).encode(), close=True, allow=allow)
 
     def _drain(self) -> None:
         """Read and drop an announced body we will not use, so the client gets our answer, not a reset."""
