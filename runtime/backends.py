@@ -180,7 +180,8 @@ class OnnxBackend:
             options.inter_op_num_threads = 1
         self.version = f"onnxruntime {ort.__version__}"
         source = str(path)
-        if int8.saturates():  # this CPU's u8 x s8 kernels clip: run the same model with uint8 weights
+        if _has_quantized_weights(path) and int8.saturates():  # this CPU's u8 x s8 kernels clip: same model,
+            # its int8 weights as uint8
             exact, count = int8.as_uint8(path)
             if exact is not None:
                 source = exact
@@ -217,6 +218,12 @@ class OnnxBackend:
 
         raw = self.session.get_modelmeta().custom_metadata_map.get(CHECK_KEY)
         return base64.b64decode(raw) if raw else None
+
+
+def _has_quantized_weights(path: Path) -> bool:
+    """Whether an .onnx file holds QDQ quantization at all (one byte search): float models skip the probe."""
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return buf.find(b"DequantizeLinear") >= 0
 
 
 def _output_index(path: Path, names: list[str], output: int | str | None) -> int:

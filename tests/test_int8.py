@@ -96,6 +96,12 @@ def test_uint8_kernels_compute_the_exact_sums_on_every_cpu(qdq):
     assert (direct > step) == int8.saturates()  # this model saturates exactly where the probe does
 
 
+def test_the_stored_probe_is_the_built_one():
+    import base64
+
+    assert base64.b64decode(int8.PROBE) == int8._probe().SerializeToString()
+
+
 def test_probe_expects_the_exact_answer():
     x = np.full((1, int8.PROBE_CHANNELS, 2, 2), 255.0, np.float32)
     exact = int8.PROBE_CHANNELS * 255 * 127 / 2**14
