@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
@@ -125,6 +126,9 @@ class Classifier:
         self._choice = (backend, output)
         self._idle = queue.SimpleQueue()  # backends not running: an interpreter is not thread-safe
         self._idle.put(self.backend)
+        self._singles = queue.SimpleQueue()  # predict_batch's single-threaded interpreters, made once
+        self._singles_made = 0
+        self._growing = threading.Lock()
         self.metadata = self.backend.metadata() or read_sidecar(self.path) or {}
         self.standard = self.backend.standard_metadata() if not self.metadata.get("labels") or \
             "preprocess" not in self.metadata else None
@@ -223,20 +227,21 @@ class Classifier:
         from concurrent.futures import ThreadPoolExecutor  # only batch runs pay for it
 
         workers = workers or max(1, min(4, os.cpu_count() or 1))
-        own = queue.SimpleQueue()
-        for _ in range(workers):
-            extra = open_backend(self.path, self._choice[0], threads=1)
-            extra.select_output(self._choice[1])
-            own.put(extra)
+        with self._growing:  # kept for later calls: opening a model is not free
+            while self._singles_made < workers:
+                extra = open_backend(self.path, self._choice[0], threads=1)
+                extra.select_output(self._choice[1])
+                self._singles.put(extra)
+                self._singles_made += 1
 
         def predict(item) -> Result:
-            backend = own.get()
+            backend = self._singles.get()
             try:
                 return Result(item, self.top_k(self._decode(backend.run(self.prepare(item)))[0], top_k))
             except EdgeliteError as exc:
                 return Result(item, None, str(exc))
             finally:
-                own.put(backend)
+                self._singles.put(backend)
 
         with ThreadPoolExecutor(workers) as pool:
             window: deque = deque()

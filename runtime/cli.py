@@ -65,10 +65,7 @@ def preprocess_choice(args) -> dict | None:
     from .resolve import merge, user_fields
 
     singles = {"resize": args.resize, "crop_fraction": args.crop_fraction, "antialias": args.antialias,
-               "channel_order": args.channel_order}
-    for key in ("mean", "std"):
-        values = getattr(args, key)
-        singles[key] = values * 3 if values and len(values) == 1 else values
+               "channel_order": args.channel_order, "mean": args.mean, "std": args.std}
     chosen = merge(user_fields(args.preprocess), singles)
     return chosen or None
 

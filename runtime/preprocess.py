@@ -78,9 +78,12 @@ class PreprocessSpec:
             object.__setattr__(self, "std", std)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if self.channels == 1 and len(self.mean) == 3 and len(set(self.mean)) == 1 and len(set(self.std)) == 1:
-            object.__setattr__(self, "mean", self.mean[:1])
-            object.__setattr__(self, "std", self.std[:1])
+        for key in ("mean", "std"):  # one value stands for every channel; a gray model keeps one of three equal
+            values = getattr(self, key)
+            if len(values) == 1 and self.channels == 3:
+                object.__setattr__(self, key, values * 3)
+            elif len(values) == 3 and self.channels == 1 and len(set(values)) == 1:
+                object.__setattr__(self, key, values[:1])
         if (len(self.mean) != self.channels or len(self.std) != self.channels
                 or self.channel_order not in ("RGB", "BGR") or not all(self.std)):
             raise EdgeliteError(f"a custom preprocessing spec needs channel_order RGB|BGR and {self.channels} mean "

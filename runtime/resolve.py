@@ -87,14 +87,10 @@ def pixel_fields(dtype_is_int8: bool, scale: float, zero_point: int) -> dict:
     """A quantized input with no normalisation takes pixels (uint8, or pixel - 128 for int8): its own
     scale and zero point say what float range the pixels stand for."""
     mean = zero_point + (128 if dtype_is_int8 else 0)
-    return {"preset": "custom", "channel_order": "RGB", "mean": [float(mean)] * 3, "std": [1 / scale] * 3}
+    return {"preset": "custom", "channel_order": "RGB", "mean": [float(mean)], "std": [1 / scale]}
 
 
 def normalisation_fields(mean: list[float], std: list[float]) -> dict:
-    """Standard metadata's or Keras layers' (pixel - mean) / std as fields (one value means all channels)."""
-    mean, std = [float(v) for v in mean], [float(v) for v in std]
-    if len(mean) == 1:
-        mean = mean * 3
-    if len(std) == 1:
-        std = std * 3
-    return {"preset": "custom", "channel_order": "RGB", "mean": mean, "std": std}
+    """Standard metadata's or Keras layers' (pixel - mean) / std as fields (one value: every channel)."""
+    return {"preset": "custom", "channel_order": "RGB", "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std]}

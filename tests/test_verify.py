@@ -2,9 +2,8 @@
 import json
 
 import numpy as np
-import pytest
 
-from edgelite import Classifier, EdgeliteError
+from edgelite import Classifier
 from edgelite.checkset import pack, unpack, verify
 from edgelite.convert import convert
 
