@@ -151,7 +151,8 @@ def prove(model: Path, work: Path, images: list[Path] | None = None, labels=None
         mark = "same" if r["same"] else "DIFFERENT"
         print(f"  {r['image']:40s} x86: {r['x86'][:30]:30s} aarch64: {str(r['aarch64'])[:30]:30s} {mark}")
     if "same_top1_as_export" in check:
-        print(f"verify on aarch64: top-1 agreement with Keras {check['top1_agreement']:.1%} on {check['images']} check "
+        print(f"verify on aarch64: agreement with Keras {check['agreement']:.1%} (top-1 {check['top1_agreement']:.1%}) "
+              f"on {check['images']} check "
               f"images; same top-1 as the exporting machine on {check['same_top1_as_export']:.1%}, max |dp| "
               f"{check['max_abs_diff_from_export']:.4f} ({check['kernels']['backend']}); exit {verified.returncode}")
     else:

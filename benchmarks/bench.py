@@ -192,7 +192,7 @@ def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, runs
         acc = accuracy(scores, truth)
         row.update(top1=acc["top1"], top5=acc["top5"])
         if reference is not None:
-            from edgelite.convert.verify import parity as parity_of  # numpy only: no TensorFlow
+            from edgelite.parity import parity as parity_of
 
             figures = parity_of(reference, scores)
             row.update(agreement=figures["top1_agreement"], top5_overlap=figures["top5_overlap"],

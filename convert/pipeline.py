@@ -17,13 +17,13 @@ from edgelite.backends import CHECK_KEY, open_backend
 from edgelite.classifier import Classifier, are_probabilities, scores_from_output, sidecar_path
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, prepare_out_dir, write_json
+from edgelite.parity import NEAR_TIE, min_agreement, parity
 from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
 from edgelite.quiet import quiet
 
 from . import bias, onnx_export, tflite
 from .loading import import_tensorflow, load_model, source_of
 from .resolve import keras_facts, resolve_labels, resolve_spec
-from .verify import min_agreement, parity
 
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
 SCHEMA = 1
@@ -62,13 +62,14 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
             formats: Sequence[str] = FORMATS, preprocess=None, labels=None, force: bool = False,
             unsafe: bool = False, thresholds: dict | None = None, io_type: str = "int8",
             nchw: bool = False, weights: str | None = None, mirror: bool = True, verbose: bool = True,
-            rescue: bool = True, output: int | str | None = None) -> Conversion:
+            rescue: bool = True, output: int | str | None = None, near_tie: float = NEAR_TIE) -> Conversion:
     """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
 
     `model_path` is a model file or folder, or an application name ("mobilenetv2") with
     `weights` ("imagenet" or a file). `calibration` and `check` are image paths (or PIL
     images); both go through the runtime's own preprocessing. A format that fails is
-    reported; the others go on. `thresholds` maps a precision to its minimum agreement.
+    reported; the others go on. `thresholds` maps a precision to its minimum agreement, where a
+    differing top-1 that Keras scored within `near_tie` of its own counts as agreeing (parity.py).
     `mirror` adds each calibration image's mirror image to the calibration set: twice the
     samples for the activation ranges without touching the check images (on MobileNetV2 with
     125 photos: int8 agreement 97.6 % -> 99.2 % for TFLite and for ONNX). An int8 artifact below its
@@ -119,7 +120,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     artifacts = []
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".convert-") as tmp:
         exporter = _Exporter(model, Path(tmp), out_dir, Path(source["file"]).stem, calib, io_type, nchw, checks,
-                             reference, document, thresholds, force, check_set, rescue, say)
+                             reference, document, thresholds, force, check_set, rescue, say, near_tie)
         for fmt in formats:
             artifact = exporter.export(fmt)
             say(_summary(artifact))
@@ -191,6 +192,7 @@ class _Exporter:
     check_set: dict
     rescue: bool = True
     say: object = print
+    near_tie: float = NEAR_TIE
 
     def calibration_batches(self):
         return (self.calib[i:i + 1] for i in range(len(self.calib)))
@@ -221,12 +223,12 @@ class _Exporter:
             least = min_agreement(precision, self.thresholds)
             recipe = self.build(family, precision, staged)
             classifier, artifact.scores = self.measure(staged, family, precision, recipe)
-            artifact.parity = parity(self.reference, artifact.scores)
-            if artifact.parity["top1_agreement"] < least and precision == "int8" and self.rescue:
+            artifact.parity = parity(self.reference, artifact.scores, self.near_tie)
+            if artifact.parity["agreement"] < least and precision == "int8" and self.rescue:
                 recipe = self.rescued(family, staged, artifact, least, recipe)
                 classifier, artifact.scores = self.measure(staged, family, precision, recipe)
-                artifact.parity = parity(self.reference, artifact.scores)
-            artifact.passed = artifact.parity["top1_agreement"] >= least
+                artifact.parity = parity(self.reference, artifact.scores, self.near_tie)
+            artifact.passed = artifact.parity["agreement"] >= least
             exported = np.concatenate([classifier.scores(classifier.prepare_pixels(p)) for p in self.check_set["pixels"]])
             kernels = {**checkset.cpu_kernels(), "backend": classifier.backend.version}
             del classifier
@@ -299,7 +301,7 @@ class _Exporter:
         the report is written beside the artifact. Leaves the chosen model in `staged`."""
         from . import rescue
 
-        self.say(f"  {artifact.format:15s} agreement {artifact.parity['top1_agreement']:.1%} < {least:.1%}: "
+        self.say(f"  {artifact.format:15s} agreement {artifact.parity['agreement']:.1%} < {least:.1%}: "
                  "per-layer report, then " + ("other calibration methods and " if family == "onnx" else "")
                  + "float fallback of the worst layers")
         sample = self.checks[:16].transpose(0, 3, 1, 2) if family == "onnx" and self.nchw else self.checks[:16]
@@ -317,7 +319,7 @@ class _Exporter:
 
         def evaluate(excluded: list[str], method: str = "minmax") -> float:
             trial_recipe = self.build(family, "int8", trial, excluded, method)
-            return parity(self.reference, self.measure(trial, family, "int8", trial_recipe)[1])["top1_agreement"]
+            return parity(self.reference, self.measure(trial, family, "int8", trial_recipe)[1], self.near_tie)["agreement"]
 
         # the TFLite converter calibrates min/max only
         found = rescue.fallback_search(layers, evaluate, least, key,
@@ -331,7 +333,7 @@ class _Exporter:
         change += [f"kept in float: {', '.join(found['excluded'])}"] if found["excluded"] else []
         self.say(f"  {artifact.format:15s} {', '.join(change)}; costs "
                  f"{cost['size_bytes'] / 1e3:+.0f} KB and {cost['latency_ms']:+.2f} ms per image here")
-        return {**new, "rescue": {**found, "cost": cost, "from_agreement": artifact.parity["top1_agreement"],
+        return {**new, "rescue": {**found, "cost": cost, "from_agreement": artifact.parity["agreement"],
                                   "report": f"{stem.name}.layers.json"}}
 
     def recipe(self, family: str, precision: str) -> dict:
@@ -363,6 +365,7 @@ def _summary(artifact: Artifact) -> str:
         return f"  {artifact.format:15s} FAILED  {artifact.error}"
     p = artifact.parity
     verdict = "ok" if artifact.passed else "BELOW THRESHOLD"
-    return (f"  {artifact.format:15s} {verdict:5s} top-1 agreement {p['top1_agreement']:.1%}, "
+    return (f"  {artifact.format:15s} {verdict:5s} agreement {p['agreement']:.1%} (top-1 {p['top1_agreement']:.1%}, "
+            f"{p['near_ties_flipped']} near-ties flipped), "
             f"top-5 overlap {p['top5_overlap']:.1%}, max |dp| {p['max_abs_diff']:.2e}, "
             f"{artifact.size / 1e6:.2f} MB, {artifact.seconds:.1f}s")

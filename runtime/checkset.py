@@ -4,7 +4,7 @@ The converter stores a few dozen check images inside each artifact, already at t
 (JPEG 4:4:4, quality 90: about 25 KB each at 224x224, 0.6 MB in all), with the Keras model's probabilities on those
 exact decoded pixels and the artifact's own probabilities on the machine that exported it. On the
 device, with no TensorFlow and no images, `verify` runs them through the same `from_pixels` as
-every prediction and compares: top-1 agreement with Keras (the gate), and how far this machine's
+every prediction and compares: agreement with Keras (the gate; see parity.py), and how far this machine's
 integer kernels move the outputs from the exporting machine's.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import EdgeliteError
+from .parity import NEAR_TIE, parity
 
 CHECK_IMAGES = 24
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
@@ -84,20 +85,19 @@ def verify(classifier, min_agreement: float | None = None) -> dict:
     blobs, reference, exported = unpack(payload)
     pixels = [decode(b) for b in blobs]
     recorded = classifier.metadata.get("check_set", {})
+    at_export = classifier.metadata.get("parity", {})
     scores = np.concatenate([classifier.scores(classifier.prepare_pixels(p)) for p in pixels])
-    ours, keras, theirs = scores.argmax(1), reference.argmax(1), exported.argmax(1)
-    gate = min_agreement if min_agreement is not None else classifier.metadata.get("parity", {}).get("min_agreement")
-    agreement = float(np.mean(ours == keras))
+    figures = parity(reference, scores, at_export.get("near_tie", NEAR_TIE))
+    gate = min_agreement if min_agreement is not None else at_export.get("min_agreement")
     return {
         "model": str(classifier.path),
-        "images": len(pixels),
-        "top1_agreement": agreement,
-        "max_abs_diff": float(np.abs(scores - reference).max()),
-        "same_top1_as_export": float(np.mean(ours == theirs)),
+        **{k: figures[k] for k in ("images", "top1_agreement", "agreement", "near_tie", "near_ties_flipped",
+                                   "max_abs_diff")},
+        "same_top1_as_export": float(np.mean(scores.argmax(1) == exported.argmax(1))),
         "max_abs_diff_from_export": float(np.abs(scores - exported).max()),
         "pixels_identical": recorded.get("pixels_sha256") in (None, digest(pixels)),
         "kernels": {**cpu_kernels(), "backend": classifier.backend.version},
         "exported_on": recorded.get("kernels"),
         "min_agreement": gate,
-        "passed": gate is None or agreement >= gate,
+        "passed": gate is None or figures["agreement"] >= gate,
     }

@@ -107,9 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-back images the parity is measured on (default 500, a seeded sample: memory stays "
                         "bounded on big folders)")
     p.add_argument("--min-agreement-float", type=float, default=0.995,
-                   help="least top-1 agreement with Keras for fp32/fp16 (default 0.995)")
+                   help="least agreement with Keras for fp32/fp16 (default 0.995)")
     p.add_argument("--min-agreement-int8", type=float, default=0.95,
-                   help="least top-1 agreement with Keras for int8 and dynamic-range (default 0.95)")
+                   help="least agreement with Keras for int8 and dynamic-range (default 0.95)")
+    p.add_argument("--near-tie", type=float, default=0.05,
+                   help="a differing top-1 counts as agreeing where Keras scored it within this much probability "
+                        "of its own top-1 (default 0.05; 0: strict top-1 agreement)")
     preprocessing_options(p)
     p.add_argument("--labels", help="labels file, one per line")
     p.add_argument("--io-type", choices=["int8", "uint8", "float32"], default="int8",
@@ -266,7 +269,8 @@ def _convert(args) -> int:
                      formats=args.formats or FORMATS, preprocess=preprocess_choice(args), labels=args.labels,
                      force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
                      weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
-                     mirror=not args.no_calib_mirror, rescue=not args.no_rescue, output=args.output)
+                     mirror=not args.no_calib_mirror, rescue=not args.no_rescue, output=args.output,
+                     near_tie=args.near_tie)
     failed = [a.format for a in result.artifacts if not a.passed]
     if failed:
         print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",
@@ -288,8 +292,9 @@ def _verify(args) -> int:
             continue
         k = report["kernels"]
         gate = "no gate" if report["min_agreement"] is None else f"gate {report['min_agreement']:.1%}"
-        print(f"{model}: top-1 agreement with Keras {report['top1_agreement']:.1%} on {report['images']} check images "
-              f"({gate}) -> {'ok' if report['passed'] else 'BELOW THE GATE'}")
+        print(f"{model}: agreement with Keras {report['agreement']:.1%} on {report['images']} check images ({gate}) "
+              f"-> {'ok' if report['passed'] else 'BELOW THE GATE'}; top-1 {report['top1_agreement']:.1%}, "
+              f"{report['near_ties_flipped']} near-ties (within {report['near_tie']:g}) flipped")
         print(f"  max |dp| vs Keras {report['max_abs_diff']:.3f}; vs the exporting machine: same top-1 "
               f"{report['same_top1_as_export']:.1%}, max |dp| {report['max_abs_diff_from_export']:.3f}"
               + ("" if report["pixels_identical"] else "; check images decode differently here"))
@@ -315,7 +320,8 @@ def _inspect(args) -> int:
     if "parity" in meta:
         p = meta["parity"]
         k = p.get("kernels", {})
-        print(f"  parity at export: top-1 agreement {p['top1_agreement']:.1%} on {p['images']} images (gate "
+        agreement = f"agreement {p['agreement']:.1%}, top-1 " if "agreement" in p else "top-1 agreement "
+        print(f"  parity at export: {agreement}{p['top1_agreement']:.1%} on {p['images']} images (gate "
               f"{p['min_agreement']:.1%}), max |dp| {p['max_abs_diff']:.3f}; measured on {k.get('machine', '?')} "
               f"[{' '.join(k.get('flags', []))}] {k.get('backend', '')}")
     rescue = recipe.get("rescue")

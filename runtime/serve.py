@@ -128,7 +128,7 @@ def model_info(classifier) -> dict:
         from .checkset import verify
 
         report = verify(classifier)
-        info["verified_here"] = {k: report[k] for k in ("images", "top1_agreement", "same_top1_as_export",
+        info["verified_here"] = {k: report[k] for k in ("images", "agreement", "top1_agreement", "same_top1_as_export",
                                                         "max_abs_diff_from_export", "min_agreement", "passed",
                                                         "kernels")}
     return info

@@ -5,7 +5,7 @@ import pytest
 
 from edgelite import Classifier, EdgeliteError
 from edgelite.convert import FORMATS, convert
-from edgelite.convert.verify import parity
+from edgelite.parity import parity
 
 
 def test_every_format_exported_and_verified(converted):
@@ -72,3 +72,14 @@ def test_parity_arithmetic():
     assert p["top1_agreement"] == 0.5
     assert p["max_abs_diff"] == pytest.approx(0.4)
     assert p["mean_abs_diff"] == pytest.approx((0.1 + 0.1 + 0 + 0.4 + 0 + 0.4) / 6)
+    assert p["agreement"] == 0.5 and p["near_ties_flipped"] == 0  # Keras led by 0.5: a real flip
+
+
+def test_a_flipped_near_tie_counts_as_agreeing_and_nothing_else_does():
+    ref = np.array([[0.40, 0.37, 0.23], [0.40, 0.34, 0.26], [0.9, 0.05, 0.05], [0.5, 0.3, 0.2]])
+    art = np.array([[0.37, 0.40, 0.23], [0.34, 0.40, 0.26], [0.3, 0.6, 0.1], [0.5, 0.3, 0.2]])
+    p = parity(ref, art)
+    assert p["top1_agreement"] == 0.25  # only the last image keeps its top-1
+    assert p["near_ties_flipped"] == 1 and p["agreement"] == 0.5  # Keras's gap 0.03 <= 0.05; 0.06 and 0.85 are not
+    assert parity(ref, art, near_tie=0.0)["agreement"] == 0.25
+    assert parity(ref, art, near_tie=0.1)["agreement"] == 0.75

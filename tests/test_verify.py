@@ -18,7 +18,8 @@ def test_every_artifact_verifies_here_as_at_export(converted):
         # same file, same machine: the same outputs as when it was exported
         assert report["same_top1_as_export"] == 1.0
         assert report["max_abs_diff_from_export"] < 1e-5
-        assert report["passed"] == (report["top1_agreement"] >= clf.metadata["parity"]["min_agreement"])
+        assert report["passed"] == (report["agreement"] >= clf.metadata["parity"]["min_agreement"])
+        assert report["agreement"] >= report["top1_agreement"]
         assert report["kernels"]["backend"] == clf.metadata["check_set"]["kernels"]["backend"]
 
 
@@ -46,6 +47,27 @@ def test_verify_catches_outputs_that_moved(artifact, tmp_path):
     assert report["max_abs_diff"] > 0.1
     done = run_cli("verify", moved)
     assert done.returncode == 1 and "Traceback" not in done.stderr
+
+
+def test_verify_counts_a_flipped_near_tie_as_agreeing_by_the_recorded_margin(artifact, tmp_path):
+    """Keras's reference made to prefer another class by 0.03 on every image: no top-1 agrees, yet each
+    is a near-tie, which the gate counts as agreement under the export's near_tie (0.05) and not under 0."""
+    from edgelite.convert.onnx_export import embed_metadata
+
+    clf = Classifier(artifact["onnx-fp32"])
+    blobs, reference, exported = unpack(clf.backend.check_set())
+    rows = np.arange(len(reference))
+    tied = reference.copy()
+    runner_up = np.argsort(-reference, axis=1)[:, 1]
+    tied[rows, runner_up] = reference.max(axis=1) + 0.03
+    for near_tie, passes in ((0.05, True), (0.0, False)):
+        moved = tmp_path / f"tied{near_tie}.onnx"
+        moved.write_bytes(artifact["onnx-fp32"].read_bytes())
+        meta = {**clf.metadata, "parity": {**clf.metadata["parity"], "near_tie": near_tie}}
+        embed_metadata(moved, meta, {"edgelite_check": pack(blobs, tied, exported)})
+        report = verify(Classifier(moved))
+        assert report["top1_agreement"] == 0.0 and report["near_ties_flipped"] == (len(rows) if passes else 0)
+        assert report["passed"] == passes
 
 
 def test_a_model_without_check_set_is_one_clear_error(tmp_path):
