@@ -13,7 +13,7 @@ COLUMNS = [  # (key, heading, format)
     ("speedup", "speed-up", "{:.3g}x"),
     ("top1", "top-1", "{:.1%}"),
     ("top5", "top-5", "{:.1%}"),
-    ("agreement", "agreement", "{:.1%}"),
+    ("agreement", "top-1 agreement", "{:.1%}"),
     ("max_abs_diff", "max abs dp", "{:.1e}"),
     ("cold_start_s", "cold start s", "{:.2f}"),
     ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),

@@ -113,3 +113,28 @@ def test_bench_cli_on_a_convert_folder(artifact, digits, tmp_path):
 def test_markdown_leaves_out_empty_columns():
     table = report.markdown([{"name": "a", "size_mb": 1.0, "p50_ms": 2.0}])
     assert table.splitlines()[0] == "| model | size MB | p50 ms |"
+
+
+def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices():
+    from conftest import shared
+    from edgelite.benchmarks.heldback import IMAGENET_CATS, held_back, table
+    from edgelite.files import find_images, split_images
+
+    imagenet, cats = shared("data/imagenet-sample"), shared("data/big-cats")
+    names = shared("data/models/imagenet_class_names.txt").read_text().splitlines()
+    sets = held_back(1001, imagenet, cats)
+    calibration, check = split_images(find_images([imagenet]))  # what `convert --calib` splits
+    held = sets["imagenet held-back"]
+    assert {p for p, _ in held} == set(check) and not set(check) & set(calibration)
+    wnids = imagenet.joinpath("wnids.txt").read_text().split()
+    assert all(wnids[t - 1] == p.name.split("_")[0] for p, t in held)  # 1001 outputs: 0 is background
+    big = sets["big-cats (ImageNet classes)"]
+    assert len(big) > 1000 and {p.parent.name for p, _ in big} == set(IMAGENET_CATS)
+    cat_names = {"puma": "cougar", "african_leopard": "leopard", "snow_leopard": "snow leopard", "jaguar": "jaguar",
+                 "lions": "lion", "tiger": "tiger", "cheetah": "cheetah"}
+    assert all(names[t - 1].startswith(cat_names[p.parent.name]) for p, t in big)
+    assert {t for _, t in held_back(1000, imagenet, cats)["big-cats (ImageNet classes)"]} == set(IMAGENET_CATS.values())
+    rows = [{"format": "a", "imagenet held-back": 0.6, "big": 0.7, "both": 0.69},
+            {"format": "b", "imagenet held-back": 0.58, "big": 0.7, "both": 0.688}]
+    text = table({"sets": {"imagenet held-back": 125, "big": 1096}, "rows": rows})
+    assert "| b | 58.0% (-2.0 pt) | 70.0% (+0.0 pt) | 68.8% (-0.2 pt) |" in text and "both (1221)" in text
