@@ -90,7 +90,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     model = choose_output(load_model(model_path, unsafe, weights), output)
     source = source_of(model_path, weights)
     known_path = model_path if model_path.exists() else None
-    spec = resolve_spec(model, known_path, preprocess)
+    facts = keras_facts(model, known_path)
+    spec = resolve_spec(model, known_path, preprocess, facts)
     units = int(model.outputs[0].shape[-1])
     classes = 2 if units == 1 else units  # a one-unit head (sigmoid or logit) is two classes
     labels = resolve_labels(known_path, labels, classes)
@@ -104,7 +105,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     reference = probabilities(np.asarray(model.predict(checks, batch_size=32, verbose=0)), outputs)
     check_set = _check_set(model, check, spec, outputs)
 
-    _, _, inside = keras_facts(model, known_path)
+    inside = facts[2]  # normalisation inside the model
     document = {
         "schema": SCHEMA,
         "task": "image-classification",

@@ -62,9 +62,10 @@ def keras_facts(model, model_path: Path | None) -> tuple[dict | None, str, dict 
     return None, "keras", None
 
 
-def resolve_spec(model, model_path: Path | None, preprocess) -> PreprocessSpec:
-    """The Keras model's preprocessing by the one resolver (edgelite/resolve.py)."""
-    carried, world, _ = keras_facts(model, model_path)
+def resolve_spec(model, model_path: Path | None, preprocess, facts: tuple | None = None) -> PreprocessSpec:
+    """The Keras model's preprocessing by the one resolver (edgelite/resolve.py); `facts` are
+    `keras_facts(model, model_path)` where the caller has them already."""
+    carried, world, _ = facts or keras_facts(model, model_path)
     name = model_path.name if model_path else model.name
     return resolve(name, world, carried, input_geometry(model), preprocess)
 
