@@ -73,6 +73,7 @@ def preprocess_choice(args) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgelite", description=DESCRIPTION, epilog=EXIT_CODES)
     from . import __version__
+    from .parity import NEAR_TIE
     parser.add_argument("--version", action="version", version=f"edgelite {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -110,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least agreement with Keras for fp32/fp16 (default 0.995)")
     p.add_argument("--min-agreement-int8", type=float, default=0.95,
                    help="least agreement with Keras for int8 and dynamic-range (default 0.95)")
-    p.add_argument("--near-tie", type=float, default=0.05,
+    p.add_argument("--near-tie", type=float, default=NEAR_TIE,
                    help="a differing top-1 counts as agreeing where Keras scored it within this much probability "
-                        "of its own top-1 (default 0.05; 0: strict top-1 agreement)")
+                        f"of its own top-1 (default {NEAR_TIE}; 0: strict top-1 agreement)")
     preprocessing_options(p)
     p.add_argument("--labels", help="labels file, one per line")
     p.add_argument("--io-type", choices=["int8", "uint8", "float32"], default="int8",
