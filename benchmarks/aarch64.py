@@ -30,7 +30,7 @@ from pathlib import Path
 
 from edgelite import Classifier
 from edgelite.bundle import bundle
-from edgelite.errors import EdgeliteError
+from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import write_json
 
 ARM64_PACKAGES = [
@@ -75,12 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", nargs="+", type=Path, help="photos to classify (default: 5 shared samples)")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "edgelite-aarch64")
     args = parser.parse_args(argv)
-    try:
-        report = prove(args.model, args.work, args.images, args.labels)
-    except EdgeliteError as exc:
-        print(f"edgelite: error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if report["same_top1"] else 1
+    return guarded(lambda: 0 if prove(args.model, args.work, args.images, args.labels)["same_top1"] else 1)
 
 
 def prove(model: Path, work: Path, images: list[Path] | None = None, labels=None) -> dict:

@@ -17,10 +17,10 @@ import os
 import platform
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from edgelite import Classifier
+from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, split_images, write_json
 
 from .labeled import labeled_images
@@ -85,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("heldback.json"))
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     args = parser.parse_args(argv)
+    return guarded(lambda: _run(args))
+
+
+def _run(args) -> int:
     if args.out.exists() and not args.force:
-        raise SystemExit(f"edgelite: {args.out} already exists (use --force to overwrite)")
+        raise EdgeliteError(f"{args.out} already exists (use --force to overwrite)")
+    for path in args.artifacts:
+        if not path.is_file():
+            raise EdgeliteError(f"no such file: {path}")
     result = measure(args.artifacts)
     print(table(result))
     write_json(args.out, result, args.force)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edgelite import Classifier
-from edgelite.errors import EdgeliteError
+from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
 
 BOUNDARY = "edgeliteLoadBoundary"
@@ -152,11 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for load.json")
     parser.add_argument("--force", action="store_true", help="overwrite an existing load.json")
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except EdgeliteError as exc:
-        print(f"load: error: {exc}", file=sys.stderr)
-        return 2
+    return guarded(lambda: run(args))
 
 
 def run(args) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from edgelite import Classifier
+from edgelite.errors import guarded
 from edgelite.files import find_images, write_atomic, write_json
 from edgelite.preprocess import PreprocessSpec
 
@@ -108,6 +109,10 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=100, help="images to time (default 100)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
+    return guarded(lambda: _run(args))
+
+
+def _run(args) -> int:
     labels = args.labels or (DEFAULT_LABELS if args.model == DEFAULT_MODEL else None)
 
     clf = Classifier(args.model, threads=args.threads, labels=labels)

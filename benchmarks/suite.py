@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgelite.errors import EdgeliteError
+from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import prepare_out_dir, split_images, write_atomic
 
 from . import report
@@ -63,11 +63,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = min(args.runs, 30)
-    try:
-        return _run(args)
-    except EdgeliteError as exc:
-        print(f"edgelite: error: {exc}", file=sys.stderr)
-        return 2
+    return guarded(lambda: _run(args))
 
 
 def _run(args) -> int:

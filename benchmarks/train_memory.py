@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgelite.errors import EdgeliteError
+from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import class_folders, prepare_out_dir, write_atomic, write_json
 
 SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -119,38 +119,39 @@ def main(argv=None) -> int:
     parser.add_argument("--train-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    try:
-        if args.child:
-            return child(args)
-        if not args.out:
-            parser.error("--out is required")
-        for path in (args.data, args.weights):
-            if not path.exists():
-                raise EdgeliteError(f"no such file or folder: {path}")
-        out = prepare_out_dir(args.out, args.force)
-        rows = []
-        with tempfile.TemporaryDirectory(prefix="edgelite-train-memory-") as tmp:
-            for scale in args.scales:
-                work = Path(tmp) / f"x{scale}"
-                images = scaled_copy(args.data, work / "data", scale)
-                print(f"{scale}x: {images:,} images, one frozen epoch ...", flush=True)
-                row = run_child(work / "data", args.weights, work, args.batch_size,
-                                work / "cache" if args.cache else None)
-                rows.append({"scale": scale, "images": images, **row})
-                print(f"   peak RSS {row['peak_rss_mib']:,.0f} MiB, {row['images_per_s']:.1f} images/s", flush=True)
-        growth = slope([r["images"] for r in rows], [r["peak_rss_mib"] for r in rows]) if len(rows) > 1 else 0.0
-        text = table(rows, growth)
-        document = {"data": str(args.data), "weights": str(args.weights), "batch_size": args.batch_size,
-                    "cache": args.cache, "cpus": os.cpu_count(), "machine": platform.platform(),
-                    "rss_growth_mib_per_image": growth, "bound_mib_per_image": BOUND_MIB_PER_IMAGE,
-                    "within_bound": growth < BOUND_MIB_PER_IMAGE, "runs": rows}
-        write_json(out / "train_memory.json", document)
-        write_atomic(out / "train_memory.md", f"# Training memory and speed by dataset size\n\n{text}\n")
-        print(text)
-        return 0 if growth < BOUND_MIB_PER_IMAGE else 1
-    except EdgeliteError as exc:
-        print(f"train_memory: error: {exc}", file=sys.stderr)
-        return 2
+    if args.child:
+        return guarded(lambda: child(args))
+    if not args.out:
+        parser.error("--out is required")
+    return guarded(lambda: measure(args))
+
+
+def measure(args) -> int:
+    """Train one frozen epoch at each scale in a fresh process; the table, JSON and the verdict."""
+    for path in (args.data, args.weights):
+        if not path.exists():
+            raise EdgeliteError(f"no such file or folder: {path}")
+    out = prepare_out_dir(args.out, args.force)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgelite-train-memory-") as tmp:
+        for scale in args.scales:
+            work = Path(tmp) / f"x{scale}"
+            images = scaled_copy(args.data, work / "data", scale)
+            print(f"{scale}x: {images:,} images, one frozen epoch ...", flush=True)
+            row = run_child(work / "data", args.weights, work, args.batch_size,
+                            work / "cache" if args.cache else None)
+            rows.append({"scale": scale, "images": images, **row})
+            print(f"   peak RSS {row['peak_rss_mib']:,.0f} MiB, {row['images_per_s']:.1f} images/s", flush=True)
+    growth = slope([r["images"] for r in rows], [r["peak_rss_mib"] for r in rows]) if len(rows) > 1 else 0.0
+    text = table(rows, growth)
+    document = {"data": str(args.data), "weights": str(args.weights), "batch_size": args.batch_size,
+                "cache": args.cache, "cpus": os.cpu_count(), "machine": platform.platform(),
+                "rss_growth_mib_per_image": growth, "bound_mib_per_image": BOUND_MIB_PER_IMAGE,
+                "within_bound": growth < BOUND_MIB_PER_IMAGE, "runs": rows}
+    write_json(out / "train_memory.json", document)
+    write_atomic(out / "train_memory.md", f"# Training memory and speed by dataset size\n\n{text}\n")
+    print(text)
+    return 0 if growth < BOUND_MIB_PER_IMAGE else 1
 
 
 if __name__ == "__main__":

@@ -6,9 +6,8 @@ import argparse
 import json
 import os
 import sys
-import traceback
 
-from .errors import EdgeliteError, one_line
+from .errors import EdgeliteError, guarded
 
 DESCRIPTION = "Keras image classifiers to small devices: convert, run, benchmark, train."
 EXIT_CODES = ("exit codes: 0 all good; 1 some inputs failed, or an artifact is below its gate (convert, verify); "
@@ -22,20 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    try:
-        return args.run(args) or 0
-    except EdgeliteError as exc:
-        print(f"edgelite: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("edgelite: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug or an unforeseen input: one line, the traceback on request
-        if os.environ.get("EDGELITE_DEBUG"):
-            traceback.print_exc()
-        print(f"edgelite: internal error: {type(exc).__name__}: {one_line(exc)} "
-              "(set EDGELITE_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 3
+    return guarded(lambda: args.run(args))
 
 
 def preprocessing_options(p: argparse.ArgumentParser) -> None:

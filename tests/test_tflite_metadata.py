@@ -192,25 +192,21 @@ def _calibrated_metadata() -> bytes:
     b.PrependUint8Slot(0, 2, 0)  # ScoreCalibrationOptions
     b.PrependUOffsetTRelativeSlot(1, options, 0)
     unit = b.EndObject()
-    vectors = []
-    for items in ([unit], files):
+
+    def table_vector(items):
         b.StartVector(4, len(items), 4)
         for item in reversed(items):
             b.PrependUOffsetTRelative(item)
-        vectors.append(b.EndVector())
+        return b.EndVector()
+
+    units, files = table_vector([unit]), table_vector(files)
     b.StartObject(7)  # TensorMetadata: process_units 4, associated_files 6
-    b.PrependUOffsetTRelativeSlot(4, vectors[0], 0)
-    b.PrependUOffsetTRelativeSlot(6, vectors[1], 0)
-    tensor = b.EndObject()
-    b.StartVector(4, 1, 4)
-    b.PrependUOffsetTRelative(tensor)
-    outputs = b.EndVector()
+    b.PrependUOffsetTRelativeSlot(4, units, 0)
+    b.PrependUOffsetTRelativeSlot(6, files, 0)
+    outputs = table_vector([b.EndObject()])
     b.StartObject(4)  # SubGraphMetadata: output_tensor_metadata 3
     b.PrependUOffsetTRelativeSlot(3, outputs, 0)
-    subgraph = b.EndObject()
-    b.StartVector(4, 1, 4)
-    b.PrependUOffsetTRelative(subgraph)
-    subgraphs = b.EndVector()
+    subgraphs = table_vector([b.EndObject()])
     b.StartObject(8)  # ModelMetadata: subgraph_metadata 3
     b.PrependUOffsetTRelativeSlot(3, subgraphs, 0)
     b.Finish(b.EndObject(), file_identifier=b"M001")
