@@ -193,10 +193,19 @@ class Classifier:
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities [N, C] for a prepared batch."""
-        expected = tuple(s for s in self.input.shape[1:])
+        return self._scores(batch, self._idle)
+
+    def _scores(self, batch: np.ndarray, backends: queue.SimpleQueue) -> np.ndarray:
+        """scores() on a backend taken from `backends`: threads take turns on each interpreter (see __init__)."""
+        expected = tuple(self.input.shape[1:])
         if batch.shape[1:] != expected and None not in expected:
             raise EdgeliteError(f"input of shape {batch.shape[1:]} where the model takes {expected}")
-        return self._decode(self._run(batch))
+        backend = backends.get()
+        try:
+            raw = backend.run(batch)
+        finally:
+            backends.put(backend)
+        return self._decode(raw)
 
     def _decode(self, raw: np.ndarray) -> np.ndarray:
         """The backend's raw output -> probabilities [N, C] (calibrated where the model says so)."""
@@ -210,14 +219,6 @@ class Classifier:
 
     def predict(self, item: str | Path | bytes | Image.Image | np.ndarray, top_k: int = 5) -> list[Prediction]:
         return self.top_k(self.scores(self.prepare(item))[0], top_k)
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        """The backend's output for a batch; threads take turns on each interpreter (see __init__)."""
-        backend = self._idle.get()
-        try:
-            return backend.run(batch)
-        finally:
-            self._idle.put(backend)
 
     def predict_batch(self, items: Iterable, top_k: int = 5, workers: int | None = None) -> Iterator[Result]:
         """Predict many items in input order. Each of `workers` threads (default: one per core, at most
@@ -235,13 +236,10 @@ class Classifier:
                 self._singles_made += 1
 
         def predict(item) -> Result:
-            backend = self._singles.get()
             try:
-                return Result(item, self.top_k(self._decode(backend.run(self.prepare(item)))[0], top_k))
+                return Result(item, self.top_k(self._scores(self.prepare(item), self._singles)[0], top_k))
             except EdgeliteError as exc:
                 return Result(item, None, str(exc))
-            finally:
-                self._singles.put(backend)
 
         with ThreadPoolExecutor(workers) as pool:
             window: deque = deque()

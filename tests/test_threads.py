@@ -29,12 +29,14 @@ def test_predict_batch_equals_a_loop_in_order_and_reports_bad_items(artifact, di
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     images = find_images([digits])[:30]
-    items = images[:10] + [bad] + images[10:]
+    wrong = np.zeros((5, 5, 1), np.float32)  # an array of the wrong shape: reported like a bad file
+    items = images[:10] + [bad] + images[10:] + [wrong]
     results = list(clf.predict_batch(items, top_k=3, workers=3))
-    assert [r.source for r in results] == items
+    assert [r.source is item for r, item in zip(results, items)] == [True] * len(items)
     assert results[10].predictions is None and "bad.png" in results[10].error
+    assert results[-1].predictions is None and "shape" in results[-1].error
     loop = [clf.predict(p, top_k=3) for p in images]
-    assert [r.predictions for r in results[:10] + results[11:]] == loop
+    assert [r.predictions for r in results[:10] + results[11:-1]] == loop
 
 
 def test_quiet_leaves_other_threads_output_alone(capfd):
