@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 import edgelite
 from edgelite import checkset
-from edgelite.backends import CHECK_KEY, open_backend
+from edgelite.backends import CHECK_KEY, open_backend, output_index
 from edgelite.classifier import Classifier, are_probabilities, scores_from_output, sidecar_path
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, prepare_out_dir, write_json
@@ -130,20 +130,18 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
 
 
 def choose_output(model, output: int | str | None):
-    """The model itself, or for a model with several outputs the one named or numbered (a clear error
-    when none is): edgelite artifacts have one output, the class scores."""
-    names = [getattr(t, "name", str(i)).split("/")[0] for i, t in enumerate(model.outputs)]
-    if len(names) == 1 and output in (None, 0, "0", names[0]):
+    """The model itself, or for a model with several outputs the one named (its layer's name) or numbered
+    (a clear error when none is): edgelite artifacts have one output, the class scores."""
+    names = list(getattr(model, "output_names", None) or  # Keras 3 Sequential has none: its layers' names
+                 [getattr(t._keras_history[0], "name", str(i)) for i, t in enumerate(model.outputs)])
+    index = output_index(model.name, names, output)
+    if len(names) == 1:
         return model
-    if output is None:
-        raise EdgeliteError(f"{model.name} has {len(names)} outputs ({', '.join(names)}): choose the class scores "
-                            "with --output NAME|INDEX")
-    index = int(output) if str(output).isdigit() else (names.index(output) if output in names else -1)
-    if not 0 <= index < len(names):
-        raise EdgeliteError(f"{model.name} has no output {output!r} (outputs: {', '.join(names)})")
-    import keras
-
-    return keras.Model(model.inputs, model.outputs[index], name=model.name)
+    if type(model).__module__.startswith("tf_keras"):  # a legacy model: cut it with its own library
+        import tf_keras as library
+    else:
+        import keras as library
+    return library.Model(model.inputs, model.outputs[index], name=model.name)
 
 
 def output_kind(model, sample: np.ndarray) -> str:

@@ -62,7 +62,7 @@ class LiteRTBackend:
 
     def select_output(self, output: int | str | None) -> None:
         """Which output the model's scores are (the only one unless told)."""
-        index = _output_index(self.path, [o["name"] for o in self._outputs], output)
+        index = output_index(self.path.name, [o["name"] for o in self._outputs], output)
         self._out_index, self.output = self._outputs[index]["index"], _tflite_info(self._outputs[index])
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -206,7 +206,7 @@ class OnnxBackend:
     def select_output(self, output: int | str | None) -> None:
         """Which output the model's scores are (the only one unless told)."""
         outputs = self.session.get_outputs()
-        chosen = outputs[_output_index(self.path, [o.name for o in outputs], output)]
+        chosen = outputs[output_index(self.path.name, [o.name for o in outputs], output)]
         self._out_name = chosen.name
         self.output = TensorInfo(_onnx_shape(chosen.shape), np.dtype(self._dtypes.get(chosen.type, np.float32)))
 
@@ -233,19 +233,20 @@ def _has_quantized_weights(path: Path) -> bool:
         return buf.find(b"DequantizeLinear") >= 0
 
 
-def _output_index(path: Path, names: list[str], output: int | str | None) -> int:
-    """The chosen output's position: the only one, or the one named or numbered."""
+def output_index(owner: str, names: list[str], output: int | str | None) -> int:
+    """The chosen output's position among a model's outputs: the only one, or the one named or numbered
+    (a model file's, or a Keras model's: convert uses it too)."""
     if output is None:
         if len(names) > 1:
-            raise EdgeliteError(f"{path.name} has {len(names)} outputs ({', '.join(names)}): choose one with "
+            raise EdgeliteError(f"{owner} has {len(names)} outputs ({', '.join(names)}): choose one with "
                                 "--output NAME|INDEX")
         return 0
     if isinstance(output, str) and not output.isdigit():
         if output not in names:
-            raise EdgeliteError(f"{path.name} has no output {output!r} (outputs: {', '.join(names)})")
+            raise EdgeliteError(f"{owner} has no output {output!r} (outputs: {', '.join(names)})")
         return names.index(output)
     if not 0 <= int(output) < len(names):
-        raise EdgeliteError(f"{path.name} has {len(names)} outputs: no output {output}")
+        raise EdgeliteError(f"{owner} has {len(names)} outputs: no output {output}")
     return int(output)
 
 

@@ -230,3 +230,24 @@ def test_a_model_with_two_outputs_needs_a_choice(trained, tmp_path):
                      formats=["tflite-fp32"], output=1, preprocess=trained.spec, labels=trained.labels, verbose=False)
     assert_verified(result)
     assert Classifier(result.artifacts[0].path).output.shape[-1] == 10
+    by_name = convert(tmp_path / "two.keras", tmp_path / "out3", [], check_images(trained, 10), formats=["tflite-fp32"],
+                      output="aux", preprocess=trained.spec, labels=[str(i) for i in range(4)], verbose=False)
+    assert by_name.artifacts[0].error is None and Classifier(by_name.artifacts[0].path).output.shape[-1] == 4
+
+
+def test_a_legacy_model_with_two_outputs_is_cut_by_name(trained, tmp_path):
+    """A Keras-2 (tf_keras) .h5 with two heads: --output by its layer name, cut with tf_keras itself."""
+    tf_keras = pytest.importorskip("tf_keras")
+    height, width = trained.spec.size
+    inputs = tf_keras.Input((height, width, 3))
+    features = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.Conv2D(4, 3)(inputs))
+    scores = tf_keras.layers.Dense(10, activation="softmax", name="scores")(features)
+    box = tf_keras.layers.Dense(4, name="box")(features)
+    tf_keras.Model(inputs, [box, scores]).save(str(tmp_path / "two.h5"), save_format="h5")
+    with pytest.raises(EdgeliteError, match="outputs \\(box, scores\\)"):
+        convert(tmp_path / "two.h5", tmp_path / "out", [], check_images(trained, 10), formats=["tflite-fp32"],
+                preprocess=trained.spec, verbose=False)
+    result = convert(tmp_path / "two.h5", tmp_path / "out2", [], check_images(trained, 10), formats=["tflite-fp32"],
+                     output="scores", preprocess=trained.spec, labels=trained.labels, verbose=False)
+    assert result.artifacts[0].error is None and result.artifacts[0].parity["top1_agreement"] == 1.0
+    assert Classifier(result.artifacts[0].path).output.shape[-1] == 10
