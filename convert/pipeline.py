@@ -204,7 +204,7 @@ class _Exporter:
         return path
 
     def tflite_fp32(self) -> bytes:
-        """The float TFLite conversion, made once: the reference of int8 bias correction."""
+        """The float TFLite conversion, made once: tflite-fp32, and the reference of int8 bias correction."""
         path = self.tmp / "float.tflite"
         if not path.exists():
             with quiet():
@@ -258,6 +258,8 @@ class _Exporter:
                     from . import rescue
 
                     data = rescue.tflite_with_fallback(self.model, self.calibration_batches, list(exclude), self.io_type)
+                elif precision == "fp32":
+                    data = self.tflite_fp32()  # made once: also int8's bias correction reference
                 else:
                     data = tflite.to_tflite(self.model, precision, self.calibration_batches, self.io_type)
                 if precision == "int8":
@@ -274,7 +276,7 @@ class _Exporter:
         return recipe
 
     def metadata(self, family: str, precision: str, recipe: dict) -> dict:
-        spec = {**self.document["preprocess"], "layout": "NCHW" if family == "onnx" and self.nchw else "NHWC"}
+        spec = {**self.document["preprocess"], **({"layout": "NCHW"} if family == "onnx" and self.nchw else {})}
         return {**self.document, "format": f"{family}-{precision}", "preprocess": spec, "quantization": recipe}
 
     def embed(self, staged: Path, family: str, meta: dict, extra: dict | None = None) -> None:

@@ -137,7 +137,8 @@ def test_gray_models_convert_and_classify_a_digit(gray_digits, name):
         if artifact.suffix == ".json":
             continue
         clf = Classifier(artifact)
-        assert clf.spec.channels == 1 and clf.spec.layout == ("NHW" if name == "flat" else "NHWC")
+        layout = "NHW" if name == "flat" else "NHWC"
+        assert clf.spec.channels == 1 and clf.spec.layout == clf.metadata["preprocess"]["layout"] == layout
         assert clf.metadata["normalised_in_model"]["std"][0] == pytest.approx(255)
         assert clf.predict(digit, top_k=1)[0].label == "7", artifact.name
         assert clf.predict(Image.open(digit).convert("RGB"), top_k=1)[0].label == "7"  # colour in, gray used
