@@ -56,8 +56,11 @@ def read_sidecar(model_path: str | Path) -> dict | None:
 
 
 def are_probabilities(outputs: np.ndarray, tolerance: float = 0.02) -> bool:
-    """Read off values alone (only when nothing says): non-negative rows that sum to 1."""
-    return bool(outputs.min() >= 0 and outputs.max() <= 1 and np.allclose(outputs.sum(axis=1), 1.0, atol=tolerance))
+    """Read off values alone (only when nothing says): values in [0, 1] in rows that sum to 1, or in a
+    one-unit output [N, 1] (a binary head's sigmoid)."""
+    outputs = outputs.reshape(len(outputs), -1)
+    in_range = bool(outputs.min() >= 0 and outputs.max() <= 1)
+    return in_range and (outputs.shape[1] == 1 or bool(np.allclose(outputs.sum(axis=1), 1.0, atol=tolerance)))
 
 
 def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0,
@@ -77,8 +80,6 @@ def scores_from_output(raw: np.ndarray, scale: float = 0.0, zero_point: int = 0,
     if probabilities is None:
         if scale:
             probabilities = abs(scale - 1 / 256) < 1e-9 and zero_point in (-128, 0)
-        elif binary:
-            probabilities = bool(out.min() >= 0 and out.max() <= 1)
         else:
             probabilities = are_probabilities(out)
     if binary:

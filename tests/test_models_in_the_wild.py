@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from edgelite import Classifier
-from edgelite.classifier import scores_from_output
+from edgelite.classifier import are_probabilities, scores_from_output
 from edgelite.errors import EdgeliteError
 from edgelite.files import class_folders, find_images
 from edgelite.preprocess import PreprocessSpec, pixels
@@ -79,6 +79,9 @@ def test_one_unit_heads_are_two_classes():
     assert np.allclose(scores.sum(axis=1), 1) and np.allclose(scores[:, 1], 1 / (1 + np.exp(-logits[:, 0])))
     sigmoid = scores_from_output(np.array([[0.9]], np.float32))  # in [0, 1] and nothing says: a sigmoid
     assert np.allclose(sigmoid, [[0.1, 0.9]])
+    # the converter reads a head whose activation the graph does not name (a SavedModel) the same way
+    assert are_probabilities(np.array([[0.9], [0.2]])) and not are_probabilities(logits)
+    assert not are_probabilities(np.array([[0.9, 0.9]])) and are_probabilities(np.array([[0.3, 0.7]]))
 
 
 def test_symlinked_class_folders_are_found(tmp_path):
