@@ -158,15 +158,20 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     from .bench import environment
 
+    out = Path(args.out) / "load.json" if args.out else None
+    if out is not None and out.exists() and not args.force:
+        raise EdgeliteError(f"{out} already exists (use --force to overwrite)")
+    if out is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgeliteError(f"cannot write to {out.parent}: {exc.strerror or exc}") from None
     paths = find_images([args.images])
     if not paths:
         raise EdgeliteError(f"{args.images}: no images found")
     images = [(p.name, p.read_bytes()) for p in paths]
     clf = Classifier(args.model, threads=args.threads)
     expected = [clf.predict(data, args.top_k) for _, data in images]
-    out = Path(args.out) / "load.json" if args.out else None
-    if out is not None and out.exists() and not args.force:
-        raise EdgeliteError(f"{out} already exists (use --force to overwrite)")
 
     rows = [predict_loop(clf, images, args.requests, args.top_k)]
     problems: list[str] = []
@@ -181,6 +186,10 @@ def run(args) -> int:
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=30)
 
+    idle = [r["run"] for r in rows if r["p50_ms"] is None]
+    if idle:
+        raise EdgeliteError(f"no request finished within --time-limit {args.time_limit:g} s ({', '.join(idle)}): "
+                            f"the server exited with {exit_code}; problems: {'; '.join(problems[:3]) or 'none'}")
     overhead = rows[1]["p50_ms"] - rows[0]["p50_ms"]
     print(f"\n{clf.path.name}: {len(images)} images, {'raw' if args.raw else 'multipart'} uploads, top-{args.top_k}, "
           f"loopback; the server exited with {exit_code}\n")
@@ -194,7 +203,6 @@ def run(args) -> int:
         print(f"{r['run']}: stopped at the time limit after {r['requests']} requests", file=sys.stderr)
     ok = not problems and not short and exit_code == 0
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, {"model": clf.path.name, "backend": clf.backend.version, "images": len(images),
                          "settings": {k: v for k, v in vars(args).items() if k not in ("out", "force")},
                          "rows": rows, "overhead_ms": overhead, "server_exit_code": exit_code,

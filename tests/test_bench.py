@@ -140,20 +140,25 @@ def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices()
     assert "| b | 58.0% (-2.0 pt) | 70.0% (+0.0 pt) | 68.8% (-0.2 pt) |" in text and "both (1221)" in text
 
 
-@pytest.mark.parametrize("program, args", [
-    ("heldback", ["{missing}"]),
-    ("load", ["{missing}", "--images", "{tmp}"]),
-    ("runtime_speed", ["--model", "{missing}", "--out", "{tmp}/out"]),
-    ("aarch64", ["{missing}", "--work", "{tmp}/work"]),
+@pytest.mark.parametrize("program, args, expect", [
+    ("heldback", ["{missing}"], "missing.tflite"),
+    ("load", ["{missing}", "--images", "{tmp}"], "no images found"),
+    ("load", ["{missing}", "--images", "{tmp}", "--out", "{tmp}/old"], "already exists"),  # checked before any work
+    ("load", ["{missing}", "--images", "{tmp}", "--out", "{tmp}/old/load.json/x"], "cannot write"),
+    ("runtime_speed", ["--model", "{missing}", "--out", "{tmp}/out"], "missing.tflite"),
+    ("aarch64", ["{missing}", "--work", "{tmp}/work"], ""),
 ])
-def test_benchmark_programs_answer_bad_input_with_one_line(program, args, tmp_path):
+def test_benchmark_programs_answer_bad_input_with_one_line(program, args, expect, tmp_path):
     """Every benchmark program goes through the CLI's guard (edgelite/errors.py): one line, exit 2."""
     import subprocess
     import sys
 
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "load.json").write_text("{}")
     argv = [a.format(missing=tmp_path / "missing.tflite", tmp=tmp_path) for a in args]
     done = subprocess.run([sys.executable, "-m", f"edgelite.benchmarks.{program}", *argv], capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(lines) == 1 and "error" in lines[0], done.stderr
+    assert expect in lines[0]
