@@ -52,6 +52,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from edgelite.errors import EdgeliteError
+from edgelite.resolve import geometry
+
 # identity when called with training=False (Keras 3 and Keras 2 / tf_keras; KerasCV uses the same names)
 INACTIVE = frozenset({
     "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
@@ -302,11 +305,11 @@ def _attempt(get, default):
 
 
 def _input_channels(model) -> int | None:
-    """C of an [N, H, W, C] input, 1 for a greyscale [N, H, W] one (no channel axis), else None."""
-    shape = _attempt(lambda: tuple(model.inputs[0].shape), ())
-    if len(shape) == 4 and isinstance(shape[-1], int):
-        return shape[-1]
-    return 1 if len(shape) == 3 else None
+    """C of an image input (1 for a greyscale [N, H, W] one), None for any other input."""
+    try:
+        return geometry(tuple(model.inputs[0].shape), model.name)["channels"]
+    except (EdgeliteError, AttributeError, IndexError, TypeError):
+        return None
 
 
 def _numpy(value):

@@ -10,7 +10,7 @@ from pathlib import Path
 from edgelite.classifier import read_labels, read_sidecar
 from edgelite.errors import EdgeliteError
 from edgelite.preprocess import PreprocessSpec
-from edgelite.resolve import resolve_spec as resolve
+from edgelite.resolve import geometry, resolve_spec as resolve
 
 from .keras_preprocessing import input_normalisation
 
@@ -31,14 +31,12 @@ FAMILIES = [
 
 
 def input_geometry(model) -> dict:
-    """Size, layout and channels of a Keras model's image input: [N, H, W, 3|1] or [N, H, W] (gray)."""
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) == 4 and shape[3] in (1, 3) and None not in shape[1:3]:
-        return {"size": (int(shape[1]), int(shape[2])), "layout": "NHWC", "channels": int(shape[3])}
-    if len(shape) == 3 and None not in shape[1:]:
-        return {"size": (int(shape[1]), int(shape[2])), "layout": "NHW", "channels": 1}
-    raise EdgeliteError(f"cannot infer an image input from shape {shape}: expected [N, H, W, 3], [N, H, W, 1] "
-                        "or [N, H, W] with a fixed size")
+    """Size, layout and channels of a Keras model's image input (channels last: [N, H, W, 3|1] or [N, H, W])."""
+    found = geometry(tuple(model.inputs[0].shape), model.name)
+    if found["layout"] == "NCHW":
+        raise EdgeliteError(f"{model.name} takes channels-first input {tuple(model.inputs[0].shape)}: convert "
+                            "takes channels-last Keras models ([N, H, W, 3], [N, H, W, 1] or [N, H, W])")
+    return found
 
 
 def family_preset(name: str) -> str | None:

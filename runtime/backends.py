@@ -46,7 +46,7 @@ class LiteRTBackend:
                 continue
         if interpreter_class is None:
             raise EdgeliteError("no TFLite interpreter installed: pip install 'edgelite[tflite]'")
-        self.path = path
+        self.path = Path(path)
         self.version = f"{interpreter_class.__module__.split('.')[0]} {_version(interpreter_class.__module__)}"
         try:
             with quiet():  # LiteRT logs its delegate choice on stderr
@@ -200,7 +200,7 @@ class OnnxBackend:
         inp = self.session.get_inputs()[0]
         self._in_name = inp.name
         self.input = TensorInfo(_onnx_shape(inp.shape), np.dtype(self._dtypes.get(inp.type, np.float32)))
-        self.path = path
+        self.path = Path(path)
         self.select_output(0)
 
     def select_output(self, output: int | str | None) -> None:

@@ -15,7 +15,7 @@ from PIL import Image
 from .backends import open_backend
 from .errors import EdgeliteError
 from .preprocess import PreprocessSpec, from_pixels, quantize, to_input
-from .resolve import normalisation_fields, pixel_fields, resolve_spec
+from .resolve import geometry, normalisation_fields, pixel_fields, resolve_spec
 
 
 class Prediction(NamedTuple):
@@ -159,22 +159,7 @@ class Classifier:
             world = "tflite"
         elif carried is None and self.path.suffix.lower() == ".tflite":
             world = "tflite"
-        return resolve_spec(self.path.name, world, carried, self._geometry(), preprocess)
-
-    def _geometry(self) -> dict:
-        """Size, layout and channels read off the input shape: [N,H,W,C], [N,C,H,W] or [N,H,W] (gray)."""
-        shape = self.input.shape
-        if len(shape) == 3:
-            layout, channels, (height, width) = "NHW", 1, shape[1:]
-        elif len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
-            layout, channels, (height, width) = "NCHW", shape[1], shape[2:]
-        elif len(shape) == 4 and shape[3] in (1, 3, None):
-            layout, channels, (height, width) = "NHWC", shape[3] or 3, shape[1:3]
-        else:
-            raise EdgeliteError(f"{self.path.name} takes an input of shape {shape}: not an image "
-                                "([N,H,W,C], [N,C,H,W] or [N,H,W] with 1 or 3 channels)")
-        size = (height, width) if height and width else None
-        return {"layout": layout, "channels": channels, "size": size}
+        return resolve_spec(self.path.name, world, carried, geometry(self.input.shape, self.path.name), preprocess)
 
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else str(index)

@@ -83,6 +83,21 @@ def resolve_spec(name: str, world: str | None = None, carried: dict | None = Non
     return PreprocessSpec.from_dict(fields)
 
 
+def geometry(shape: tuple, name: str) -> dict:
+    """Size, layout and channels read off an input shape: [N,H,W,C], [N,C,H,W] or [N,H,W] (gray), C 1 or 3
+    (size None where it is dynamic: the resolver then needs the user's)."""
+    if len(shape) == 3:
+        layout, channels, (height, width) = "NHW", 1, shape[1:]
+    elif len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
+        layout, channels, (height, width) = "NCHW", shape[1], shape[2:]
+    elif len(shape) == 4 and shape[3] in (1, 3, None):
+        layout, channels, (height, width) = "NHWC", shape[3] or 3, shape[1:3]
+    else:
+        raise EdgeliteError(f"cannot infer an image input from {name}'s input shape {shape}: expected [N,H,W,C], "
+                            "[N,C,H,W] or [N,H,W] with 1 or 3 channels")
+    return {"layout": layout, "channels": channels, "size": (height, width) if height and width else None}
+
+
 def pixel_fields(dtype_is_int8: bool, scale: float, zero_point: int) -> dict:
     """A quantized input with no normalisation takes pixels (uint8, or pixel - 128 for int8): its own
     scale and zero point say what float range the pixels stand for."""
