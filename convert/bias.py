@@ -84,30 +84,55 @@ def _channel_means(model, tensors: list[str], batches: list[np.ndarray]) -> dict
     return {name: total / count for name, total in sums.items()}
 
 
-def correct_tflite(int8_tflite: bytes, float_tflite: bytes,
-                   calibration: Callable[[], Iterable[np.ndarray]]) -> tuple[bytes, int]:
+def _linear_ops(model) -> list:
+    """(op, kind) of the weighted ops (conv, depthwise, fully connected) of a TFLite model's main graph, in order."""
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    ops = model.subgraphs[0].operators or []
+    return [(op, codes[op.opcodeIndex]) for op in ops if codes[op.opcodeIndex] in (_CONV, _DEPTHWISE, _FC)]
+
+
+def _model(tflite: bytes):
+    from edgelite.backends import _tflite_schema
+
+    schema = _tflite_schema()
+    return schema, schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite, 0))
+
+
+def input_means(float_tflite: bytes, calibration: Callable[[], Iterable[np.ndarray]]) -> dict[int, np.ndarray]:
+    """E[x_c] of every weighted op's input in the float TFLite model over the calibration batches, by
+    tensor index: what `correct_tflite` needs, measured once however many int8 models are corrected."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, fmodel = _model(float_tflite)
+    interpreter = Interpreter(model_content=float_tflite, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    feed, sums, count = interpreter.get_input_details()[0]["index"], {}, 0
+    for count, x in enumerate(calibration(), 1):
+        interpreter.set_tensor(feed, np.asarray(x, np.float32))
+        interpreter.invoke()
+        for op, kind in _linear_ops(fmodel):  # FULLY_CONNECTED flattens its input to [-1, I]
+            act = interpreter.get_tensor(op.inputs[0])
+            width = fmodel.subgraphs[0].tensors[op.inputs[1]].shape[-1] if kind == _FC else act.shape[-1]
+            sums[op.inputs[0]] = sums.get(op.inputs[0], 0) + act.reshape(-1, width).mean(0)
+    return {index: total / count for index, total in sums.items()}
+
+
+def correct_tflite(int8_tflite: bytes, float_tflite: bytes, means: dict[int, np.ndarray]) -> tuple[bytes, int]:
     """The int8 model with each CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED int32 bias shifted by the
     mean error its int8 weights cause, sum(dw * E[x]), and how many biases changed.
 
     TFLite fuses the activation into each op, so the layer-by-layer measurement of `correct_onnx`
     would see clipped outputs; here E[x_c] is the mean of the op's float input over the calibration
-    batches, measured on `float_tflite` (the same Keras model converted without quantization:
-    BatchNorm is folded alike, so its weighted ops are the int8 model's, in the same order). An op
-    whose weights differ in shape from its float twin, or whose bias buffer is not its own, is left
-    alone. Only bias buffers change; metadata and signatures are carried over by the object API.
+    batches (`means`, from `input_means(float_tflite, ...)`), measured on `float_tflite`: the same Keras
+    model converted without quantization, BatchNorm folded alike, so its weighted ops are the int8
+    model's, in the same order. An op whose weights differ in shape from its float twin, or whose bias
+    buffer is not its own, is left alone. Only bias buffers change; metadata and signatures are carried
+    over by the object API.
     """
     import flatbuffers
-    from ai_edge_litert.interpreter import Interpreter
-    from edgelite.backends import _tflite_schema
 
-    schema = _tflite_schema()
-    qmodel = schema.ModelT.InitFromObj(schema.Model.GetRootAs(int8_tflite, 0))
-    fmodel = schema.ModelT.InitFromObj(schema.Model.GetRootAs(float_tflite, 0))
-
-    def linear_ops(model):  # (op, kind) of the weighted ops of the main graph, in execution order
-        codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-        ops = model.subgraphs[0].operators or []
-        return [(op, codes[op.opcodeIndex]) for op in ops if codes[op.opcodeIndex] in (_CONV, _DEPTHWISE, _FC)]
+    schema, qmodel = _model(int8_tflite)
+    _, fmodel = _model(float_tflite)
 
     def constant(model, index, dtype):  # a constant tensor's value, None if it has none or another type
         tensor = model.subgraphs[0].tensors[index]
@@ -116,25 +141,13 @@ def correct_tflite(int8_tflite: bytes, float_tflite: bytes,
             return None
         return np.frombuffer(data.tobytes(), dtype).reshape(tensor.shape)
 
-    qops, fops = linear_ops(qmodel), linear_ops(fmodel)
+    qops, fops = _linear_ops(qmodel), _linear_ops(fmodel)
     if len(qops) != len(fops):
         return int8_tflite, 0
     # a bias is edited only if no other tensor (any subgraph) shares its buffer and no other op reads it
     buffer_uses = np.bincount([t.buffer for g in qmodel.subgraphs for t in g.tensors], minlength=len(qmodel.buffers))
     tensor_uses = np.bincount([i for op in qmodel.subgraphs[0].operators for i in op.inputs if i >= 0],
                               minlength=len(qmodel.subgraphs[0].tensors))
-
-    # per-channel means of every float op input over the calibration set
-    interpreter = Interpreter(model_content=float_tflite, experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
-    feed, sums, count = interpreter.get_input_details()[0]["index"], {}, 0
-    for count, x in enumerate(calibration(), 1):
-        interpreter.set_tensor(feed, np.asarray(x, np.float32))
-        interpreter.invoke()
-        for op, kind in fops:  # FULLY_CONNECTED flattens its input to [-1, I]
-            act = interpreter.get_tensor(op.inputs[0])
-            width = fmodel.subgraphs[0].tensors[op.inputs[1]].shape[-1] if kind == _FC else act.shape[-1]
-            sums[op.inputs[0]] = sums.get(op.inputs[0], 0) + act.reshape(-1, width).mean(0)
 
     corrected = 0
     for (qop, kind), (fop, _) in zip(qops, fops):
@@ -153,7 +166,7 @@ def correct_tflite(int8_tflite: bytes, float_tflite: bytes,
         shape = [1] * w.ndim
         shape[wq.quantizedDimension] = -1
         d = w_int * np.asarray(wq.scale, np.float32).reshape(shape) - w  # weight error, TFLite layout
-        mean = sums[fop.inputs[0]] / count  # E[x_c]
+        mean = means[fop.inputs[0]]  # E[x_c]
         if (w.shape[-1] % mean.size) if kind == _DEPTHWISE else (w.shape[-1] != mean.size):
             continue  # e.g. a grouped convolution
         if kind == _DEPTHWISE:  # [1, kh, kw, C*m]: output channel o reads input channel o // m

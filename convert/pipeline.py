@@ -192,6 +192,7 @@ class _Exporter:
     rescue: bool = True
     say: object = print
     near_tie: float = NEAR_TIE
+    _float_means: dict | None = None
 
     def calibration_batches(self):
         return (self.calib[i:i + 1] for i in range(len(self.calib)))
@@ -210,6 +211,14 @@ class _Exporter:
             with quiet():
                 path.write_bytes(tflite.to_tflite(self.model, "fp32"))
         return path.read_bytes()
+
+    def float_means(self) -> dict:
+        """The float model's layer input means over the calibration set, measured once: every int8 TFLite
+        build (the first, each rescue try) corrects its biases with them."""
+        if self._float_means is None:
+            with quiet():
+                self._float_means = bias.input_means(self.tflite_fp32(), self.calibration_batches)
+        return self._float_means
 
     def export(self, fmt: str) -> Artifact:
         """Convert, verify the file as the device opens it, rescue a failed int8, put it in place."""
@@ -263,8 +272,7 @@ class _Exporter:
                 else:
                     data = tflite.to_tflite(self.model, precision, self.calibration_batches, self.io_type)
                 if precision == "int8":
-                    data, recipe["bias_correction"] = bias.correct_tflite(data, self.tflite_fp32(),
-                                                                          self.calibration_batches)
+                    data, recipe["bias_correction"] = bias.correct_tflite(data, self.tflite_fp32(), self.float_means())
                 staged.write_bytes(data)
                 if exclude:
                     recipe["float_layers"] = list(exclude)

@@ -96,7 +96,8 @@ def test_tflite_correction_removes_the_mean_error_of_int8_weights():
     x = (rng.uniform(0.5, 1.0, (48, 1, 1, 16)) + rng.normal(0, 0.05, (48, 8, 8, 16))).astype(np.float32)
     calibration = lambda: (x[i:i + 1] for i in range(32))  # noqa: E731
     plain = to_tflite(model, "int8", calibration, io_type="float32")
-    corrected, count = bias.correct_tflite(plain, to_tflite(model, "fp32"), calibration)
+    fp32 = to_tflite(model, "fp32")
+    corrected, count = bias.correct_tflite(plain, fp32, bias.input_means(fp32, calibration))
     assert count == 2  # the depthwise and the pointwise conv
 
     def run(content):
