@@ -1,6 +1,7 @@
 """`convert()`: one Keras model -> verified, self-describing TFLite and ONNX artifacts."""
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -326,9 +327,12 @@ class _Exporter:
         plain_size, plain_ms = staged.stat().st_size, _latency(staged)
         trial = self.tmp / f"trial.{family}"
 
+        built = {}
+
         def evaluate(excluded: list[str], method: str = "minmax") -> float:
-            trial_recipe = self.build(family, "int8", trial, excluded, method)
-            return parity(self.reference, self.measure(trial, family, "int8", trial_recipe)[1], self.near_tie)["agreement"]
+            built["recipe"] = self.build(family, "int8", trial, excluded, method)
+            return parity(self.reference, self.measure(trial, family, "int8", built["recipe"])[1],
+                          self.near_tie)["agreement"]
 
         # the TFLite converter calibrates min/max only
         found = rescue.fallback_search(layers, evaluate, least, key,
@@ -336,8 +340,10 @@ class _Exporter:
         self.say(f"  {artifact.format:15s} {rescue.format_tries(found['tries'])}")
         if not found["passed"]:
             return {**recipe, "rescue": {**found, "report": f"{stem.name}.layers.json"}}
-        new = self.build(family, "int8", staged, found["excluded"], found.get("method", "minmax"))
-        cost = {"size_bytes": staged.stat().st_size - plain_size, "latency_ms": round(_latency(staged) - plain_ms, 3)}
+        # the search stops at the first try that passes: the trial last built is the one, kept as it is
+        cost = {"size_bytes": trial.stat().st_size - plain_size, "latency_ms": round(_latency(trial) - plain_ms, 3)}
+        os.replace(self.tmp / (trial.name + ".bare") if family == "tflite" else trial, staged)
+        new = built["recipe"]
         change = [f"{found['method']} calibration"] if found.get("method") else []
         change += [f"kept in float: {', '.join(found['excluded'])}"] if found["excluded"] else []
         self.say(f"  {artifact.format:15s} {', '.join(change)}; costs "
