@@ -43,30 +43,11 @@ def to_tflite(model, kind: str, calibration: Callable[[], Iterable[np.ndarray]] 
 
 
 def embed_metadata(tflite: bytes, document: dict, extra: dict[str, bytes] | None = None) -> bytes:
-    """Store `document` as JSON in the model's metadata under 'edgelite', and each `extra` payload
-    (e.g. the check set) under its own name. Entries of the same names are replaced."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
-    entries = {METADATA_KEY: json.dumps(document).encode(), **(extra or {})}
-    model.metadata = [m for m in (model.metadata or [])
-                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in entries]
-    for name, payload in entries.items():
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(payload, dtype=np.uint8)
-        model.buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name, entry.buffer = name, len(model.buffers) - 1
-        model.metadata.append(entry)
-    data = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    return with_standard_metadata(data, document)
-
-
-def with_standard_metadata(tflite: bytes, document: dict) -> bytes:
-    """The same model also described in standard TFLite Metadata (labels, NormalizationOptions, colour
-    space), so the TFLite Task Library, MediaPipe and other tools understand it. The standard cannot say
-    BGR or a centre crop: a BGR model gets no NormalizationOptions, and such tools resize the whole frame."""
+    """Store `document` as JSON in the model's metadata under 'edgelite', and each `extra` payload (e.g. the
+    check set) under its own name, entries of the same names replaced; in the same pass, the model is also
+    described in standard TFLite Metadata (labels, NormalizationOptions, colour space), so the TFLite Task
+    Library, MediaPipe and other tools understand it. The standard cannot say BGR or a centre crop: a BGR
+    model gets no NormalizationOptions, and such tools resize the whole frame."""
     from edgelite.tflite_metadata import write
 
     spec = document.get("preprocess") or {}
@@ -76,4 +57,5 @@ def with_standard_metadata(tflite: bytes, document: dict) -> bytes:
                  labels=document.get("labels"), mean=list(spec["mean"]) if rgb else None,
                  std=list(spec["std"]) if rgb else None,
                  color_space="GRAYSCALE" if spec.get("channels") == 1 else "RGB",
-                 description="exported by edgelite; its full preprocessing is in the 'edgelite' metadata entry")
+                 description="exported by edgelite; its full preprocessing is in the 'edgelite' metadata entry",
+                 entries={METADATA_KEY: json.dumps(document).encode(), **(extra or {})})

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import flatbuffers
+import numpy as np
 from flatbuffers import number_types as N
 from flatbuffers.table import Table
 
@@ -210,12 +211,14 @@ def _calibration(line: str, where: str) -> tuple | None:
 
 
 def write(tflite: bytes, *, name: str, labels: list[str] | None, mean: list[float] | None,
-          std: list[float] | None, color_space: str = "RGB", description: str = "") -> bytes:
+          std: list[float] | None, color_space: str = "RGB", description: str = "",
+          entries: dict[str, bytes] | None = None) -> bytes:
     """The model with standard TFLITE_METADATA added (replacing any existing one): a ModelMetadata
     with one SubGraphMetadata, an input TensorMetadata (ImageProperties, plus NormalizationOptions when
     mean and std are given) and an output TensorMetadata with a TENSOR_AXIS_LABELS file 'labels.txt',
-    zipped (uncompressed, as MediaPipe requires) onto the end. Other metadata entries are kept; a zip
-    already appended to `tflite` is dropped."""
+    zipped (uncompressed, as MediaPipe requires) onto the end. `entries` are other named metadata
+    entries set in the same pass (edgelite's own), each replacing one of its name. Other metadata
+    entries are kept; a zip already appended to `tflite` is dropped."""
     if color_space not in COLOR_SPACES:
         raise EdgeliteError(f"color space {color_space!r}: want one of {', '.join(COLOR_SPACES)}")
     if (mean is None) != (std is None) or (std is not None and (not std or 0 in std or not mean)):
@@ -229,19 +232,26 @@ def write(tflite: bytes, *, name: str, labels: list[str] | None, mean: list[floa
         raise EdgeliteError(f"not a readable TFLite model ({one_line(exc)})") from None
     if any(getattr(b, "offset", 0) > 1 for b in model.buffers or []):
         raise EdgeliteError("models with buffers stored outside the flatbuffer (> 2 GB) are not supported")
-    payload = _metadata(name, description, labels, mean, std, COLOR_SPACES.index(color_space))
-    old = [m.buffer for m in (model.metadata or []) if _name(m) == KEY and 0 < m.buffer < len(model.buffers)]
-    model.metadata = [m for m in (model.metadata or []) if _name(m) != KEY]
-    buffer = schema.BufferT()
-    buffer.data = list(payload)  # Pack writes a list byte by byte: fine for a few hundred bytes
-    if old:  # reuse the old entry's buffer rather than leave it orphaned
-        model.buffers[old[0]] = buffer
-    else:
-        model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = KEY, old[0] if old else len(model.buffers) - 1
-    model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(tflite) + 1024)
+    named = {KEY: _metadata(name, description, labels, mean, std, COLOR_SPACES.index(color_space)), **(entries or {})}
+    kept, free = [], []
+    for m in model.metadata or []:  # an entry being replaced frees its buffer for a new payload
+        (free if _name(m) in named and 0 < m.buffer < len(model.buffers) else kept).append(m)
+    model.metadata = kept
+    for key, payload in named.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(payload, np.uint8)  # packed as one vector
+        if free:
+            index = free.pop().buffer
+            model.buffers[index] = buffer
+        else:
+            model.buffers.append(buffer)
+            index = len(model.buffers) - 1
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = key, index
+        model.metadata.append(entry)
+    for m in free:  # no payload left for it: an empty buffer rather than a stale one
+        model.buffers[m.buffer] = schema.BufferT()
+    builder = flatbuffers.Builder(len(tflite) + sum(map(len, named.values())) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     out = io.BytesIO(bytes(builder.Output()))
     if labels is not None:
