@@ -6,6 +6,8 @@ Imported only after TensorFlow (`edgelite.convert.loading.import_tensorflow`).
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from typing import Callable
 
@@ -116,14 +118,49 @@ class Run(keras.callbacks.Callback):
                    f"epoch{'s' if left_epochs > 1 else ''} at most)" if left_epochs else "training done"))
 
 
+class CtrlC(keras.callbacks.Callback):
+    """Within `with`, the first Ctrl-C is a KeyboardInterrupt raised at the next batch or epoch boundary
+    of fit; a second one interrupts at once. Raised wherever the signal lands, inside Keras' and
+    TensorFlow's training loop, it once aborted the process ("free(): invalid next size") instead of
+    keeping the best epoch. Only the main thread receives signals: elsewhere it changes nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.requested, self._previous = False, None
+
+    def __enter__(self) -> "CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        if self.requested and kind is None:  # fit ended before a boundary saw it: not swallowed
+            raise KeyboardInterrupt
+        return False
+
+    def _request(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def _stop_if_requested(self, *args, **kwargs) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _stop_if_requested
+
+
 def fit_stage(trainer, run: Run, train: KerasBatches, val: KerasBatches, optimizer, epochs: int, patience: int,
               verbose: int) -> None:
     """Fit one stage; early stopping on validation accuracy; the run's best weights at the end."""
     trainer.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience)
-    # Keras' own progress bar first, so that the run's line comes after the epoch's figures
-    callbacks = [keras.callbacks.ProgbarLogger(), run, stop] if verbose else [run, stop]
-    trainer.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    with CtrlC() as ctrl_c:  # last: the run has recorded an epoch before Ctrl-C stops at its end
+        # Keras' own progress bar first, so that the run's line comes after the epoch's figures
+        callbacks = [keras.callbacks.ProgbarLogger(), run, stop, ctrl_c] if verbose else [run, stop, ctrl_c]
+        trainer.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
     run.restore_best()
 
 
