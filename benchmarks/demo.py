@@ -7,7 +7,8 @@ from pathlib import Path
 
 from edgelite import Classifier
 from edgelite.errors import EdgeliteError
-from edgelite.files import find_images, prepare_out_dir, split_images
+from edgelite.files import find_images, prepare_out_dir
+from edgelite.train.datasets import split_images
 
 from . import report
 from .bench import bench_conversion

@@ -20,8 +20,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from edgelite import Classifier
+from edgelite.classifier import background_offset
 from edgelite.errors import EdgeliteError, guarded
-from edgelite.files import find_images, split_images, write_json
+from edgelite.files import find_images, write_json
+from edgelite.train.datasets import split_images
 
 from .labeled import labeled_images
 
@@ -37,7 +39,7 @@ def held_back(classes: int, imagenet: Path = SHARED / "data/imagenet-sample",
     items = labeled_images(imagenet, None, classes)
     truth = dict(items)
     _, check = split_images([p for p, _ in items])
-    offset = 1 if classes == 1001 else 0
+    offset = background_offset(classes, 1000)
     cats = [(p, IMAGENET_CATS[p.parent.name] + offset) for p in find_images([big_cats])
             if p.parent.name in IMAGENET_CATS]
     return {"imagenet held-back": [(p, truth[p]) for p in check], "big-cats (ImageNet classes)": cats}

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgelite.classifier import background_offset
 from edgelite.errors import EdgeliteError
 from edgelite.files import find_images
 
@@ -27,7 +28,7 @@ def labeled_images(folder: str | Path, labels: list[str] | None, classes: int) -
     wnids_file = folder / "wnids.txt"
     if wnids_file.is_file():
         wnids = {w.strip(): i for i, w in enumerate(wnids_file.read_text().split()) if w.strip()}
-        offset = 1 if classes == len(wnids) + 1 else 0
+        offset = background_offset(classes, len(wnids))
         return [(p, _shift(wnids.get(p.name.split("_")[0]), offset)) for p in images]
     subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     index = None

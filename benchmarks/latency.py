@@ -1,6 +1,7 @@
 """Latency of a callable: warm-up, then timed runs, summarised as percentiles."""
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Callable
 
@@ -16,14 +17,26 @@ def measure(run: Callable[[], object], runs: int = 50, warmup: int = 5) -> dict:
         start = time.perf_counter_ns()
         run()
         times[i] = (time.perf_counter_ns() - start) / 1e6
-    return {
-        "runs": runs,
-        "p50_ms": float(np.percentile(times, 50)),
-        "p90_ms": float(np.percentile(times, 90)),
-        "p99_ms": float(np.percentile(times, 99)),
-        "mean_ms": float(times.mean()),
-        "std_ms": float(times.std()),
-    }
+    return {"runs": runs, **percentiles(times)}
+
+
+def percentiles(ms) -> dict:
+    """p50, p90, p99, mean and std of times in milliseconds (None each when there are none)."""
+    ms = np.asarray(ms, dtype=float)
+    if not len(ms):
+        return {key: None for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")}
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "std_ms": float(ms.std())}
+
+
+def per_item_ms(run_pass: Callable[[], object], items: int, repeat: int = 3) -> float:
+    """Median over `repeat` whole passes of the mean milliseconds per item (throughput, not latency)."""
+    passes = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run_pass()
+        passes.append((time.perf_counter() - start) * 1000 / items)
+    return statistics.median(passes)
 
 
 def keras_call(model, x: np.ndarray) -> Callable[[], object]:

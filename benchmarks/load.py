@@ -31,6 +31,8 @@ from edgelite import Classifier
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
 
+from .latency import percentiles
+
 BOUNDARY = "edgeliteLoadBoundary"
 
 
@@ -47,13 +49,11 @@ def same(answer: list[dict], want: list) -> bool:
 
 
 def summary(name: str, latencies: list[float], wall: float, errors: int, server_ms: list[float] = ()) -> dict:
-    ms = np.asarray(latencies) * 1e3
-    row = {"run": name, "requests": len(latencies), "errors": errors,
-           "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-           "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+    ms = percentiles(np.asarray(latencies) * 1e3)
+    row = {"run": name, "requests": len(latencies), "errors": errors, "p50_ms": ms["p50_ms"], "p99_ms": ms["p99_ms"],
            "per_s": len(latencies) / wall if wall else None, "wall_s": wall}
     if len(server_ms):
-        row["server_p50_ms"] = float(np.percentile(server_ms, 50))
+        row["server_p50_ms"] = percentiles(server_ms)["p50_ms"]
     return row
 
 

@@ -25,7 +25,7 @@ from edgelite.files import find_images, write_atomic, write_json
 from edgelite.preprocess import PreprocessSpec
 
 from .coldstart import measure_processes
-from .latency import measure
+from .latency import measure, per_item_ms
 
 SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 DEFAULT_MODEL = SHARED / "data/third-party-models/mobilenet_v2_1.0_224_quant.tflite"
@@ -69,14 +69,8 @@ def interleaved(first, second, rounds: int = 7, runs: int = 50) -> tuple[float, 
 
 
 def per_image_ms(fn, paths, repeat: int = 3) -> float:
-    """Median over `repeat` passes of the mean milliseconds per image."""
-    passes = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for p in paths:
-            fn(p)
-        passes.append((time.perf_counter() - start) * 1000 / len(paths))
-    return statistics.median(passes)
+    """Median over `repeat` passes of the mean milliseconds per image, one call per image."""
+    return per_item_ms(lambda: [fn(p) for p in paths], len(paths), repeat)
 
 
 def synthetic_photo(path: Path, width: int = 4000, height: int = 3000) -> Path:
@@ -148,11 +142,7 @@ def _run(args) -> int:
     results["plain PIL 12 MP JPEG -> input / invoke"] = (big_plain, invoke)
 
     sequential = per_image_ms(clf.predict, paths, repeat=2)
-    start = time.perf_counter()
-    for _ in range(2):
-        for _ in clf.predict_batch(paths):
-            pass
-    batched = (time.perf_counter() - start) * 1000 / (2 * len(paths))
+    batched = per_item_ms(lambda: list(clf.predict_batch(paths)), len(paths), repeat=2)
     results["folder throughput: predict_batch vs a loop of predict"] = (sequential, batched)
 
     cold = cold_start(args.model, paths[0], labels, repeat=7)

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from edgelite.errors import EdgeliteError, guarded
-from edgelite.files import prepare_out_dir, split_images, write_atomic
+from edgelite.files import prepare_out_dir, write_atomic
+from edgelite.train.datasets import split_images
 
 from . import report
 from .bench import bench_conversion, environment

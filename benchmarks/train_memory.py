@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from edgelite.errors import EdgeliteError, guarded
-from edgelite.files import class_folders, prepare_out_dir, write_atomic, write_json
+from edgelite.files import prepare_out_dir, write_atomic, write_json
+from edgelite.train.datasets import class_folders
 
 SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 DEFAULT_DATA = SHARED / "data/big-cats"

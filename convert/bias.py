@@ -92,9 +92,9 @@ def _linear_ops(model) -> list:
 
 
 def _model(tflite: bytes):
-    from edgelite.backends import _tflite_schema
+    from edgelite.tflite_format import schema as tflite_schema
 
-    schema = _tflite_schema()
+    schema = tflite_schema()
     return schema, schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite, 0))
 
 

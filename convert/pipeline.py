@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+import logging
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -18,6 +19,7 @@ from edgelite.backends import CHECK_KEY, open_backend, output_index
 from edgelite.classifier import Classifier, are_probabilities, scores_from_output, sidecar_path
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, prepare_out_dir, write_json
+from edgelite.layers import format_table, format_tries
 from edgelite.parity import NEAR_TIE, min_agreement, parity
 from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
 from edgelite.quiet import quiet
@@ -26,6 +28,7 @@ from . import bias, onnx_export, tflite
 from .loading import import_tensorflow, load_model, source_of
 from .resolve import keras_facts, resolve_labels, resolve_spec
 
+log = logging.getLogger(__name__)
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
 SCHEMA = 1
 
@@ -45,6 +48,17 @@ class Artifact:
     def precision(self) -> str:
         return self.format.split("-", 1)[1]
 
+    def summary(self) -> str:
+        """One line: the verdict, agreement with Keras, size and time."""
+        if self.error:
+            return f"  {self.format:15s} FAILED  {self.error}"
+        p = self.parity
+        verdict = "ok" if self.passed else "BELOW THRESHOLD"
+        return (f"  {self.format:15s} {verdict:5s} agreement {p['agreement']:.1%} (top-1 {p['top1_agreement']:.1%}, "
+                f"{p['near_ties_flipped']} near-ties flipped), "
+                f"top-5 overlap {p['top5_overlap']:.1%}, max |dp| {p['max_abs_diff']:.2e}, "
+                f"{self.size / 1e6:.2f} MB, {self.seconds:.1f}s")
+
 
 @dataclass
 class Conversion:
@@ -63,7 +77,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
             formats: Sequence[str] = FORMATS, preprocess=None, labels=None, force: bool = False,
             unsafe: bool = False, thresholds: dict | None = None, io_type: str = "int8",
             nchw: bool = False, weights: str | None = None, mirror: bool = True, verbose: bool = True,
-            rescue: bool = True, output: int | str | None = None, near_tie: float = NEAR_TIE) -> Conversion:
+            rescue: bool = True, output: int | str | None = None, near_tie: float = NEAR_TIE,
+            done: Callable[[Artifact], None] | None = None) -> Conversion:
     """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
 
     `model_path` is a model file or folder, or an application name ("mobilenetv2") with
@@ -75,7 +90,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     samples for the activation ranges without touching the check images (on MobileNetV2 with
     125 photos: int8 agreement 97.6 % -> 99.2 % for TFLite and for ONNX). An int8 artifact below its
     gate is `rescue`d: a per-layer error report, then the fewest layers kept in float that pass.
-    Each artifact carries a check set (`edgelite verify` on the device).
+    Each artifact carries a check set (`edgelite verify` on the device). `done(artifact)` is called as each
+    format is finished (default: its summary line is logged).
     """
     model_path = Path(model_path)
     unknown = [f for f in formats if f not in FORMATS]
@@ -97,7 +113,6 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     classes = 2 if units == 1 else units  # a one-unit head (sigmoid or logit) is two classes
     labels = resolve_labels(known_path, labels, classes)
 
-    say = print if verbose else (lambda *a, **k: None)
     calib = batch(tqdm(calibration, desc="calibration images", disable=not verbose), spec) if needs_calibration else None
     if calib is not None and mirror:
         calib = np.concatenate([calib, calib[:, :, ::-1]])  # NHWC: flip the width axis
@@ -122,10 +137,10 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     artifacts = []
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".convert-") as tmp:
         exporter = _Exporter(model, Path(tmp), out_dir, Path(source["file"]).stem, calib, io_type, nchw, checks,
-                             reference, document, thresholds, force, check_set, rescue, say, near_tie)
+                             reference, document, thresholds, force, check_set, rescue, near_tie)
         for fmt in formats:
             artifact = exporter.export(fmt)
-            say(_summary(artifact))
+            (done or (lambda a: log.info(a.summary())))(artifact)
             artifacts.append(artifact)
     return Conversion(model, spec, labels, reference, artifacts)
 
@@ -191,7 +206,6 @@ class _Exporter:
     force: bool
     check_set: dict
     rescue: bool = True
-    say: object = print
     near_tie: float = NEAR_TIE
     _float_means: dict | None = None
 
@@ -311,7 +325,7 @@ class _Exporter:
         the report is written beside the artifact. Leaves the chosen model in `staged`."""
         from . import rescue
 
-        self.say(f"  {artifact.format:15s} agreement {artifact.parity['agreement']:.1%} < {least:.1%}: "
+        log.info(f"  {artifact.format:15s} agreement {artifact.parity['agreement']:.1%} < {least:.1%}: "
                  "per-layer report, then " + ("other calibration methods and " if family == "onnx" else "")
                  + "float fallback of the worst layers")
         sample = self.checks[:16].transpose(0, 3, 1, 2) if family == "onnx" and self.nchw else self.checks[:16]
@@ -323,7 +337,7 @@ class _Exporter:
         key = "sqnr_db" if family == "onnx" else "rmse_scale"
         stem = self.out_dir / f"{self.stem}_int8.{family}"
         rescue.write_report(layers, stem, f"{artifact.format}: per-layer quantization error", key)
-        self.say(rescue.format_table(layers, key, worst=5))
+        log.info(format_table(layers, key, worst=5))
         plain_size, plain_ms = staged.stat().st_size, _latency(staged)
         trial = self.tmp / f"trial.{family}"
 
@@ -337,7 +351,7 @@ class _Exporter:
         # the TFLite converter calibrates min/max only
         found = rescue.fallback_search(layers, evaluate, least, key,
                                        methods=("percentile", "entropy") if family == "onnx" else ())
-        self.say(f"  {artifact.format:15s} {rescue.format_tries(found['tries'])}")
+        log.info(f"  {artifact.format:15s} {format_tries(found['tries'])}")
         if not found["passed"]:
             return {**recipe, "rescue": {**found, "report": f"{stem.name}.layers.json"}}
         # the search stops at the first try that passes: the trial last built is the one, kept as it is
@@ -346,7 +360,7 @@ class _Exporter:
         new = built["recipe"]
         change = [f"{found['method']} calibration"] if found.get("method") else []
         change += [f"kept in float: {', '.join(found['excluded'])}"] if found["excluded"] else []
-        self.say(f"  {artifact.format:15s} {', '.join(change)}; costs "
+        log.info(f"  {artifact.format:15s} {', '.join(change)}; costs "
                  f"{cost['size_bytes'] / 1e3:+.0f} KB and {cost['latency_ms']:+.2f} ms per image here")
         return {**new, "rescue": {**found, "cost": cost, "from_agreement": artifact.parity["agreement"],
                                   "report": f"{stem.name}.layers.json"}}
@@ -373,14 +387,3 @@ def _latency(path: Path, runs: int = 20) -> float:
         backend.run(x)
         times.append(time.perf_counter() - started)
     return float(np.median(times[3:]) * 1e3)
-
-
-def _summary(artifact: Artifact) -> str:
-    if artifact.error:
-        return f"  {artifact.format:15s} FAILED  {artifact.error}"
-    p = artifact.parity
-    verdict = "ok" if artifact.passed else "BELOW THRESHOLD"
-    return (f"  {artifact.format:15s} {verdict:5s} agreement {p['agreement']:.1%} (top-1 {p['top1_agreement']:.1%}, "
-            f"{p['near_ties_flipped']} near-ties flipped), "
-            f"top-5 overlap {p['top5_overlap']:.1%}, max |dp| {p['max_abs_diff']:.2e}, "
-            f"{artifact.size / 1e6:.2f} MB, {artifact.seconds:.1f}s")

@@ -14,7 +14,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from edgelite.errors import EdgeliteError, one_line
-from edgelite.files import write_figure, write_json
+from edgelite.benchmarks.report import write_figure
+from edgelite.files import write_json
+from edgelite.layers import worst_first
 from edgelite.quiet import quiet
 
 
@@ -124,9 +126,9 @@ def tflite_with_fallback(keras_model, calibration: Callable[[], Iterable[np.ndar
     import tensorflow as tf
     from tensorflow.lite.python.util import modify_model_io_type
 
-    io_dtype = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}.get(io_type)
-    if io_dtype is None:
-        raise EdgeliteError(f"unknown int8 input/output type {io_type!r} (int8, uint8 or float32)")
+    from .tflite import io_dtype as tf_io_dtype
+
+    io = tf_io_dtype(io_type)
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylisted_nodes))
     try:
         with _silent():
@@ -134,16 +136,9 @@ def tflite_with_fallback(keras_model, calibration: Callable[[], Iterable[np.ndar
                 converter=_int8_converter(keras_model, calibration, fallback=True), debug_options=options,
                 debug_dataset=lambda: iter(()))
             model = debugger.get_nondebug_quantized_model()
-            return bytes(modify_model_io_type(model, io_dtype, io_dtype))
+            return bytes(modify_model_io_type(model, io, io))
     except Exception as exc:
         raise EdgeliteError(f"TFLite int8 with float fallback failed: {one_line(exc, last=True)}") from None
-
-
-def _worst_first(layers: list[dict], key: str) -> list[dict]:
-    """Rows with a `key` value and a node name, worst first: lowest for a ratio in dB (sqnr_db),
-    else largest in size (rmse_scale, mean_error...)."""
-    rated = [r for r in layers if r.get(key) is not None and not math.isnan(r[key]) and r.get("node")]
-    return sorted(rated, key=lambda r: -r[key] if key.endswith("_db") else abs(r[key]), reverse=True)
 
 
 def fallback_search(layers: list[dict], evaluate: Callable[..., float], gate: float, key: str,
@@ -151,7 +146,7 @@ def fallback_search(layers: list[dict], evaluate: Callable[..., float], gate: fl
     """The cheapest change that reaches `gate`: first another calibration method (`evaluate([], method)`),
     then the worst 1, 2, 4, 8... layers (by `key`) kept in float (`evaluate(names)`; agreement 0..1).
     When none passes, the best try is returned."""
-    names = [r["node"] for r in _worst_first(layers, key)]
+    names = [r["node"] for r in worst_first(layers, key)]
     sizes, n = [], 1
     while n < min(max_layers, len(names)):
         sizes.append(n)
@@ -176,26 +171,6 @@ def fallback_search(layers: list[dict], evaluate: Callable[..., float], gate: fl
     return {**(best or {"excluded": [], "agreement": None}), "tries": tries, "passed": False}
 
 
-def format_tries(tries: list[dict]) -> str:
-    """'percentile calibration: 96.0%, 1 in float: 97.0%, 2 in float: failed (...)' for the console."""
-    return ", ".join((f"{t['method']} calibration: " if t.get("method") else f"{t['excluded']} in float: ")
-                     + (f"{t['agreement']:.1%}" if t.get("agreement") is not None else f"failed ({t.get('error', '?')})")
-                     for t in tries)
-
-
-def format_table(layers: list[dict], key: str, worst: int = 10) -> str:
-    """The worst layers by `key`, one per line."""
-    rows = _worst_first(layers, key)[:worst]
-    if not rows:
-        return f"no layer has a {key}"
-    width = min(60, max(len(r["layer"]) for r in rows))
-    lines = [f"{key:>12}  {'op':<18} layer"]
-    for r in rows:
-        name = r["layer"] if len(r["layer"]) <= width else "..." + r["layer"][-(width - 3):]
-        lines.append(f"{r[key]:>12.3f}  {r['op']:<18} {name}")
-    return "\n".join(lines)
-
-
 def write_report(layers: list[dict], path_stem: Path, title: str, key: str) -> dict[str, Path]:
     """<stem>.layers.json, and <stem>.layers.png (error per layer in graph order, the worst 5 in
     red and labelled with their position and op) when matplotlib is installed."""
@@ -209,7 +184,7 @@ def write_report(layers: list[dict], path_stem: Path, title: str, key: str) -> d
     position = {id(r): i for i, r in enumerate(layers)}
     fig = Figure(figsize=(max(6.0, 0.12 * len(layers)), 4))
     ax = fig.subplots()
-    worst = [position[id(r)] for r in _worst_first(layers, key) if math.isfinite(r[key])][:5]
+    worst = [position[id(r)] for r in worst_first(layers, key) if math.isfinite(r[key])][:5]
     colours = ["tab:red" if i in worst else "tab:blue" for i in range(len(layers))]
     ax.bar(range(len(values)), values, color=colours)
     for i in worst:  # short labels that fit; the table and the JSON give the full names

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgelite.classifier import read_labels, read_sidecar
+from edgelite.classifier import background_offset, read_labels, read_sidecar
 from edgelite.errors import EdgeliteError
 from edgelite.preprocess import PreprocessSpec
 from edgelite.resolve import geometry, resolve_spec as resolve
@@ -61,7 +61,7 @@ def keras_facts(model, model_path: Path | None) -> tuple[dict | None, str, dict 
 
 
 def resolve_spec(model, model_path: Path | None, preprocess, facts: tuple | None = None) -> PreprocessSpec:
-    """The Keras model's preprocessing by the one resolver (edgelite/resolve.py); `facts` are
+    """The Keras model's preprocessing by the one resolver (runtime/resolve.py); `facts` are
     `keras_facts(model, model_path)` where the caller has them already."""
     carried, world, _ = facts or keras_facts(model, model_path)
     name = model_path.name if model_path else model.name
@@ -73,8 +73,9 @@ def resolve_labels(model_path: Path | None, labels, classes: int) -> list[str] |
         labels = read_labels(labels)
     if labels is None and model_path:
         labels = (read_sidecar(model_path) or {}).get("labels")
-    if labels is None and classes in (1000, 1001):
-        labels = imagenet_labels(background=classes == 1001)
+    background = background_offset(classes, 1000)
+    if labels is None and classes - background == 1000:
+        labels = imagenet_labels(background=bool(background))
     if labels is not None and len(labels) != classes:
         raise EdgeliteError(f"{len(labels)} labels for a model with {classes} outputs")
     return labels

@@ -29,9 +29,7 @@ def to_tflite(model, kind: str, calibration: Callable[[], Iterable[np.ndarray]] 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([x] for x in calibration())
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}.get(io_type)
-        if io is None:
-            raise EdgeliteError(f"unknown int8 input/output type {io_type!r} (int8, uint8 or float32)")
+        io = io_dtype(io_type)
         converter.inference_input_type = io
         converter.inference_output_type = io
     elif kind != "fp32":
@@ -42,13 +40,23 @@ def to_tflite(model, kind: str, calibration: Callable[[], Iterable[np.ndarray]] 
         raise EdgeliteError(f"TFLite {kind} conversion failed: {one_line(exc, last=True)}") from None
 
 
+def io_dtype(io_type: str):
+    """The TensorFlow dtype of a full-int8 model's input and output: int8, uint8 or float32."""
+    import tensorflow as tf
+
+    found = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}.get(io_type)
+    if found is None:
+        raise EdgeliteError(f"unknown int8 input/output type {io_type!r} (int8, uint8 or float32)")
+    return found
+
+
 def embed_metadata(tflite: bytes, document: dict, extra: dict[str, bytes] | None = None) -> bytes:
     """Store `document` as JSON in the model's metadata under 'edgelite', and each `extra` payload (e.g. the
     check set) under its own name, entries of the same names replaced; in the same pass, the model is also
     described in standard TFLite Metadata (labels, NormalizationOptions, colour space), so the TFLite Task
     Library, MediaPipe and other tools understand it. The standard cannot say BGR or a centre crop: a BGR
     model gets no NormalizationOptions, and such tools resize the whole frame."""
-    from edgelite.tflite_metadata import write
+    from .tflite_metadata import write
 
     spec = document.get("preprocess") or {}
     rgb = spec.get("channel_order", "RGB") == "RGB" and spec.get("mean") and spec.get("std")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import int8
+from . import int8, tflite_format
 from .errors import EdgeliteError, one_line
 from .quiet import quiet
 
@@ -75,43 +75,22 @@ class LiteRTBackend:
         return self.interpreter.get_tensor(self._out_index)
 
     def metadata(self) -> dict | None:
-        raw = read_tflite_metadata(self.path)
+        raw = tflite_format.entry(self.path, METADATA_KEY)
         return json.loads(raw) if raw else None
 
     def check_set(self) -> bytes | None:
-        return read_tflite_metadata(self.path, CHECK_KEY)
+        return tflite_format.entry(self.path, CHECK_KEY)
 
     def standard_metadata(self) -> dict | None:
         """Standard TFLite Metadata (labels, normalisation, colour space), as Model Maker, TF Hub,
         MediaPipe and Coral models carry it."""
-        from .tflite_metadata import read
-
-        return read(self.path)
+        return tflite_format.read(self.path)
 
 
 def _tflite_info(detail: dict) -> TensorInfo:
     scale, zero_point = detail.get("quantization", (0.0, 0))
     shape = tuple(None if s < 0 else int(s) for s in detail.get("shape_signature", detail["shape"]))
     return TensorInfo(shape, np.dtype(detail["dtype"]), float(scale), int(zero_point))
-
-
-def read_tflite_metadata(path: Path, key: str = METADATA_KEY) -> bytes | None:
-    """The bytes of a TFLite metadata entry (edgelite's JSON by default), or None."""
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if buf.find(key.encode()) < 0:
-            return None  # no such entry: skip loading the flatbuffer schema
-        return _metadata_bytes(buf, key)  # a copy: no view into buf outlives it
-
-
-def _tflite_schema():
-    """The TFLite flatbuffer schema shipped with whichever interpreter package is installed."""
-    for module in ("ai_edge_litert.schema_py_generated", "tflite_runtime.schema_py_generated",
-                   "tensorflow.lite.python.schema_py_generated"):
-        try:
-            return importlib.import_module(module)
-        except ImportError:
-            continue
-    return None
 
 
 def _version(module: str) -> str:
@@ -129,43 +108,6 @@ def _version(module: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "?"
-
-
-def _metadata_bytes(buf, key: str) -> bytes | None:
-    """A metadata entry's buffer, read straight off the TFLite flatbuffer with the flatbuffers runtime:
-    Model.metadata (field 6) names a Model.buffers (field 4) entry. Importing the generated schema
-    module instead costs over 100 ms, which every cold start would pay."""
-    from flatbuffers import encode, number_types, table
-
-    root = table.Table(buf, encode.Get(number_types.UOffsetTFlags.packer_type, buf, 0))
-    for entry in _tables(root, 6):
-        name = entry.Offset(4)
-        if name and entry.String(entry.Pos + name) == key.encode():
-            index_at = entry.Offset(6)
-            index = entry.Get(number_types.Uint32Flags, entry.Pos + index_at) if index_at else 0
-            buffers = _tables(root, 4)
-            if index >= len(buffers):
-                raise EdgeliteError(f"metadata entry {key!r} points past the model's buffers")
-            data = buffers[index]
-            at = data.Offset(4)
-            if at:
-                start = data.Vector(at)
-                return bytes(buf[start:start + data.VectorLen(at)])
-            offset, size = (data.Get(number_types.Uint64Flags, data.Pos + data.Offset(slot)) if data.Offset(slot)
-                            else 0 for slot in (6, 8))
-            return bytes(buf[offset:offset + size]) if offset > 1 else b""  # a buffer stored after the flatbuffer
-    return None
-
-
-def _tables(parent, field: int) -> list:
-    """The tables of a vector field (by id) of a flatbuffers table."""
-    from flatbuffers import table
-
-    at = parent.Offset(4 + 2 * field)
-    if not at:
-        return []
-    start = parent.Vector(at)
-    return [table.Table(parent.Bytes, parent.Indirect(start + 4 * i)) for i in range(parent.VectorLen(at))]
 
 
 class OnnxBackend:

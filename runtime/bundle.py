@@ -35,7 +35,7 @@ def build_wheel(out_dir: Path) -> Path:
         for name in ("pyproject.toml", "README.md"):
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(root / name, source / name)
-        for package in ("runtime", "convert", "train", "benchmarks"):
+        for package in _package_folders(root / "pyproject.toml"):
             shutil.copytree(root / package, source / package, ignore=ignore)
         done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(built), str(source)],
                               capture_output=True, text=True)
@@ -45,6 +45,13 @@ def build_wheel(out_dir: Path) -> Path:
         target = out_dir / wheels[0].name
         shutil.move(str(wheels[0]), target)
     return target
+
+
+def _package_folders(pyproject: Path) -> list[str]:
+    """The source folders of edgelite's packages, as pyproject.toml's package-dir maps them."""
+    import tomllib
+
+    return sorted(set(tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-dir"].values()))
 
 
 def bundle(model: str | Path, out: str | Path, labels=None, preprocess=None, wheel: bool = True,

@@ -8,7 +8,7 @@ none is installed or no camera answers, the command says so in one line and exit
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections import deque
 from typing import Callable, Iterable, Iterator
@@ -65,7 +65,7 @@ def classify_stream(classifier, stream: Iterable[np.ndarray], top_k: int = 1, li
                     say: Callable[[str], None] | None = None) -> int:
     """Classify frames as fast as they come; one line per frame with the frames per second over the last
     30 frames. Returns how many frames were classified."""
-    say = say or (lambda line: print(line, end="\r" if sys.stdout.isatty() else "\n", flush=True))
+    say = say or logging.getLogger(__name__).info
     stamps: deque = deque(maxlen=30)
     count = 0
     for frame in stream:

@@ -40,6 +40,12 @@ def read_labels(path: str | Path) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
+def background_offset(outputs: int, classes: int) -> int:
+    """1 when a model has one output more than the classes it is matched to (index 0 is a background
+    class, as in Google's and Coral's ImageNet models: 1001 outputs for the 1000 classes), else 0."""
+    return 1 if outputs == classes + 1 else 0
+
+
 def sidecar_path(model_path: str | Path) -> Path:
     """`model.tflite` -> `model.tflite.json`: metadata beside a file that carries none."""
     return Path(f"{model_path}.json")
@@ -113,7 +119,7 @@ class Classifier:
     """An image classifier on a .tflite or .onnx file.
 
     Labels come from the arguments, else from edgelite's metadata or sidecar, else from the
-    standard TFLite Metadata. Preprocessing: the one resolver (edgelite/resolve.py) merges what the
+    standard TFLite Metadata. Preprocessing: the one resolver (runtime/resolve.py) merges what the
     user says over what the model carries. A one-unit head (sigmoid or logit) is two classes; a
     model with several outputs needs `output` (index or name).
     """

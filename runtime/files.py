@@ -50,16 +50,6 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def class_folders(root: str | Path) -> list[tuple[Path, int]]:
-    """A folder of class sub-folders -> [(image, class index)], classes sorted by name."""
-    root = Path(root)
-    if not root.is_dir():
-        raise EdgeliteError(f"not a folder: {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    items = [(path, index) for index, name in enumerate(classes) for path in find_images([root / name])]
-    return items
-
-
 def prepare_out_dir(path: str | Path, force: bool) -> Path:
     """Create an output folder; an existing non-empty one needs force (then it is reused)."""
     path = Path(path)
@@ -83,20 +73,16 @@ def write_atomic(path: str | Path, data: bytes | str, force: bool = True) -> Pat
     def stage(tmp: Path) -> None:
         tmp.write_bytes(payload)
 
-    return _into_place(Path(path), stage, force)
+    return write_staged(Path(path), stage, force)
 
 
 def move_atomic(src: str | Path, dst: str | Path, force: bool = True) -> Path:
     """Move a finished file into place: copied beside the target, then renamed over it."""
-    return _into_place(Path(dst), lambda tmp: shutil.move(str(src), tmp), force)
+    return write_staged(Path(dst), lambda tmp: shutil.move(str(src), tmp), force)
 
 
-def write_figure(fig, path: str | Path, dpi: int = 120, force: bool = True) -> Path:
-    """Save a matplotlib figure as PNG, atomically."""
-    return _into_place(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), force)
-
-
-def _into_place(path: Path, stage, force: bool) -> Path:
+def write_staged(path: Path, stage, force: bool) -> Path:
+    """Have `stage(tmp)` write a temporary file beside `path`, then rename it into place."""
     if path.exists() and not force:
         raise EdgeliteError(f"{path} already exists (use --force to overwrite)")
     tmp = path.with_name(f".{path.name}.part")
@@ -111,44 +97,3 @@ def _into_place(path: Path, stage, force: bool) -> Path:
 
 def write_json(path: str | Path, obj, force: bool = True) -> Path:
     return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", force)
-
-
-def split(items: list, fraction: float, seed: int = 0) -> tuple[list, list]:
-    """Seeded split into (first, held-back); stratified when items are (path, label) pairs
-    with labels. `fraction` is the held-back share, at least one item per class with 2+.
-    Both lists come back in a seeded shuffled order, so any prefix is a fair sample."""
-    import random
-
-    rng = random.Random(seed)
-    groups: dict = {}
-    for item in items:
-        label = item[1] if isinstance(item, tuple) else None
-        groups.setdefault(label, []).append(item)
-    if len(groups) > 1 and min(len(g) for g in groups.values()) < 2:
-        groups = {None: list(items)}  # one image per class: stratifying means nothing
-    first, held = [], []
-    for label in sorted(groups, key=str):
-        group = sorted(groups[label], key=str)
-        rng.shuffle(group)
-        n_held = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
-        held.extend(group[:n_held])
-        first.extend(group[n_held:])
-    rng.shuffle(first)
-    rng.shuffle(held)
-    return first, held
-
-
-def split_images(images: list[Path], fraction: float = 0.5, seed: int = 0) -> tuple[list[Path], list[Path]]:
-    """Image paths -> (first, held-back), seeded and stratified by parent folder."""
-    first, held = split([(p, p.parent.name) for p in images], fraction, seed)
-    return [p for p, _ in first], [p for p, _ in held]
-
-
-def choose(items: list, n: int, seed: int = 0) -> list:
-    """A seeded sample of n items (all of them if fewer), kept in their original order."""
-    import random
-
-    if len(items) <= n:
-        return list(items)
-    keep = set(random.Random(seed).sample(range(len(items)), n))
-    return [item for i, item in enumerate(items) if i in keep]

@@ -1,7 +1,7 @@
 """`edgelite serve`: a small HTTP classifier service on the device, standard library only.
 
     POST /classify[?top_k=N]  multipart/form-data (field `image`) or the raw image bytes -> JSON top-k
-    GET  /                    a page that takes a photo and shows its top-5 (edgelite/page.py)
+    GET  /                    a page that takes a photo and shows its top-5 (runtime/page.py)
     GET  /health, GET /model  liveness and counters; labels, preprocessing, backend, shapes
 
 Threads: `ThreadingHTTPServer`, one thread per connection, all sharing one `Classifier` (thread-safe:
@@ -28,6 +28,7 @@ for the others, and switching batch sizes re-allocates the interpreter's tensors
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -38,6 +39,7 @@ import time
 from email.parser import BytesParser
 from email.policy import HTTP
 from email.utils import collapse_rfc2231_value
+from typing import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 from .errors import EdgeliteError, one_line
 from .page import PAGE
 
+logger = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # a phone's photo is 2-8 MB
 DRAIN_LIMIT = 64 * 1024 * 1024  # an unread body up to this size is read and dropped before an error reply
 TOP_K = 5
@@ -164,7 +167,7 @@ class ClassifierServer(ThreadingHTTPServer):
 
 
 def log(line: str) -> None:
-    print(f"edgelite serve: {line}", file=sys.stderr, flush=True)
+    logger.warning(f"edgelite serve: {line}")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -310,8 +313,10 @@ ROUTES = {"/": ("GET", Handler._page), "/health": ("GET", Handler._health), "/mo
           "/classify": ("POST", Handler._classify)}
 
 
-def serve(classifier, host: str = "127.0.0.1", port: int = 8080, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
-    """Serve until SIGTERM or Ctrl-C, then stop cleanly (requests in flight get 5 s) and return 0."""
+def serve(classifier, host: str = "127.0.0.1", port: int = 8080, max_bytes: int = DEFAULT_MAX_BYTES,
+          ready: Callable[[str, int], None] | None = None) -> int:
+    """Serve until SIGTERM or Ctrl-C, then stop cleanly (requests in flight get 5 s) and return 0.
+    `ready(url, classes)` is called once the socket listens."""
     try:
         server = ClassifierServer((host, port), classifier, max_bytes)
     except OSError as exc:
@@ -325,8 +330,10 @@ def serve(classifier, host: str = "127.0.0.1", port: int = 8080, max_bytes: int 
         else {}
     bound = server.server_address
     url = f"http://{f'[{bound[0]}]' if ':' in bound[0] else bound[0]}:{bound[1]}/"
-    print(f"edgelite serve: {url} model {classifier.path.name}, {server.classes} classes "
-          f"(max body {max_bytes:,} bytes; Ctrl-C to stop)", flush=True)
+    if ready is not None:
+        ready(url, server.classes)
+    else:
+        logger.info(f"edgelite serve: {url} model {classifier.path.name}, {server.classes} classes")
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
@@ -336,5 +343,5 @@ def serve(classifier, host: str = "127.0.0.1", port: int = 8080, max_bytes: int 
             time.sleep(0.05)
         for s, handler in previous.items():
             signal.signal(s, handler)
-    log(f"stopped after {server.requests} requests ({server.errors} errors)")
+    logger.info(f"edgelite serve: stopped after {server.requests} requests ({server.errors} errors)")
     return 0

@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny model trained and exported once per session, and ../shared."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +26,38 @@ def shared(relative: str) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `edgelite` command in a fresh interpreter."""
-    return subprocess.run([sys.executable, "-m", "edgelite.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+# Every child process a test starts runs under this prefix: EDGELITE_TEST_EMULATOR="qemu-x86_64-static -cpu
+# Haswell" runs the children on the AVX2-without-VNNI code paths too (qemu-user does not follow execve).
+EMULATOR = shlex.split(os.environ.get("EDGELITE_TEST_EMULATOR", ""))
+
+
+def python_command(*args) -> list[str]:
+    """A command line that starts this Python (under the test emulator, if one is set)."""
+    return [*EMULATOR, sys.executable, *map(str, args)]
+
+
+def run_python(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """Run this Python in a child process (under the test emulator, if one is set), output captured as text."""
+    return subprocess.run(python_command(*args), capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def run_cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the `edgelite` command in this process (`edgelite.cli.main`), its stdout and stderr captured:
+    the code runs on the same CPU paths as the test itself."""
+    from edgelite.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse: --help, --version, a bad flag
+        code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["edgelite", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from edgelite.benchmarks import report
 from edgelite.benchmarks.bench import bench, find_artifacts
 from edgelite.benchmarks.labeled import accuracy, labeled_images
 
-from conftest import run_cli
+from conftest import run_cli, run_python
 
 
 def test_accuracy_arithmetic():
@@ -118,7 +118,8 @@ def test_markdown_leaves_out_empty_columns():
 def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices():
     from conftest import shared
     from edgelite.benchmarks.heldback import IMAGENET_CATS, held_back, table
-    from edgelite.files import find_images, split_images
+    from edgelite.files import find_images
+    from edgelite.train.datasets import split_images
 
     imagenet, cats = shared("data/imagenet-sample"), shared("data/big-cats")
     names = shared("data/models/imagenet_class_names.txt").read_text().splitlines()
@@ -149,15 +150,11 @@ def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices()
     ("aarch64", ["{missing}", "--work", "{tmp}/work"], ""),
 ])
 def test_benchmark_programs_answer_bad_input_with_one_line(program, args, expect, tmp_path):
-    """Every benchmark program goes through the CLI's guard (edgelite/errors.py): one line, exit 2."""
-    import subprocess
-    import sys
-
+    """Every benchmark program goes through the CLI's guard (runtime/errors.py): one line, exit 2."""
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "load.json").write_text("{}")
     argv = [a.format(missing=tmp_path / "missing.tflite", tmp=tmp_path) for a in args]
-    done = subprocess.run([sys.executable, "-m", f"edgelite.benchmarks.{program}", *argv], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    done = run_python("-m", f"edgelite.benchmarks.{program}", *argv, timeout=300, cwd=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(lines) == 1 and "error" in lines[0], done.stderr

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from edgelite import EdgeliteError
-from edgelite.files import class_folders, find_images, prepare_out_dir, split, write_atomic
+from edgelite.files import find_images, prepare_out_dir, write_atomic
+from edgelite.train.datasets import class_folders, split
 
 
 def touch(path: Path) -> Path:

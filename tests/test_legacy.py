@@ -4,7 +4,7 @@ Its int8 exports used to lose 3.7-9.5 points of top-1 (TFLite 71 %, ONNX 70 % ag
 the folded depthwise weights moves output means, which bias correction (convert/bias.py) takes out.
 The model is weak (61 % top-1 on the 125 held-back ImageNet photos, half its answers below 0.5), so
 many top-1s are near-ties that any rounding flips: strict agreement stays near 89 %, and the gate
-counts a flip within 0.05 of Keras's own top-1 as agreeing (edgelite/parity.py).
+counts a flip within 0.05 of Keras's own top-1 as agreeing (runtime/parity.py).
 
 Accuracy is measured on 1221 held-back photos (benchmarks/heldback.py): the 125 ImageNet photos not
 used for calibration and the 1096 big-cats photos of the 7 classes ImageNet has. On the 125 alone one
@@ -17,7 +17,7 @@ from edgelite.benchmarks.heldback import held_back, top1
 from edgelite.benchmarks.labeled import labeled_images
 from edgelite.classifier import Classifier
 from edgelite.convert import FORMATS, convert
-from edgelite.files import split_images
+from edgelite.train.datasets import split_images
 
 from conftest import shared
 

@@ -4,7 +4,7 @@ import pytest
 from edgelite import Classifier
 from edgelite.benchmarks.labeled import accuracy, labeled_images
 from edgelite.convert import FORMATS, convert
-from edgelite.files import split_images
+from edgelite.train.datasets import split_images
 
 from conftest import shared
 

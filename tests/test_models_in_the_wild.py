@@ -11,7 +11,8 @@ from PIL import Image
 from edgelite import Classifier
 from edgelite.classifier import are_probabilities, scores_from_output
 from edgelite.errors import EdgeliteError
-from edgelite.files import class_folders, find_images
+from edgelite.files import find_images
+from edgelite.train.datasets import class_folders
 from edgelite.preprocess import PreprocessSpec, pixels
 
 from conftest import run_cli, shared
@@ -196,7 +197,7 @@ def test_tutorial_binary_model_with_preprocessing_inside(tmp_path):
     pytest.importorskip("tensorflow")
     import keras
 
-    from edgelite.files import split
+    from edgelite.train.datasets import split
 
     root = shared("data/big-cats")
     items = [(p, i) for i, name in enumerate(["snow_leopard", "tiger"]) for p in find_images([root / name])]

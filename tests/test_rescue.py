@@ -9,6 +9,7 @@ import pytest
 
 from edgelite.convert import rescue
 from edgelite.errors import EdgeliteError
+from edgelite.layers import format_table, format_tries
 
 pytest.importorskip("tensorflow")
 
@@ -156,7 +157,7 @@ def test_write_report_and_table(tmp_path, tflite_rows):
     assert written["json"] == tmp_path / "model.int8.layers.json"
     assert json.loads(written["json"].read_text()) == json.loads(json.dumps(tflite_rows))
     assert written["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = rescue.format_table(tflite_rows, "rmse_scale", worst=2).splitlines()
+    table = format_table(tflite_rows, "rmse_scale", worst=2).splitlines()
     worst = max(tflite_rows, key=lambda r: r["rmse_scale"])
     assert len(table) == 3 and worst["op"] in table[1]
 
@@ -171,4 +172,4 @@ def test_search_tries_calibration_methods_before_float_fallback():
     result = rescue.fallback_search(LAYERS, evaluate, gate=0.95, key="sqnr_db", methods=("percentile", "entropy"))
     assert calls == [(0, "percentile"), (0, "entropy")]  # cheapest first, and no layer in float
     assert result["passed"] and result["method"] == "entropy" and result["excluded"] == []
-    assert rescue.format_tries(result["tries"]) == "percentile calibration: 50.0%, entropy calibration: 97.0%"
+    assert format_tries(result["tries"]) == "percentile calibration: 50.0%, entropy calibration: 97.0%"

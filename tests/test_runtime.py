@@ -9,7 +9,7 @@ from PIL import Image
 from edgelite import Classifier, EdgeliteError, Prediction
 from edgelite.classifier import scores_from_output
 
-from conftest import shared
+from conftest import run_python, shared
 
 
 def test_runtime_never_imports_tensorflow(artifact, trained):
@@ -27,7 +27,7 @@ def test_runtime_never_imports_tensorflow(artifact, trained):
         assert not bad, bad
         print("clean")
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = run_python("-c", code, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "clean" in done.stdout
 

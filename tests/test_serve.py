@@ -26,6 +26,8 @@ from PIL import Image
 from edgelite import Classifier
 from edgelite.serve import ClassifierServer
 
+from conftest import python_command
+
 MAX_BYTES = 300_000
 
 
@@ -258,7 +260,7 @@ def test_page(server):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_the_service_cleanly(model, photos, signum):
-    process = subprocess.Popen([sys.executable, "-m", "edgelite.cli", "serve", str(model), "--port", "0"],
+    process = subprocess.Popen(python_command("-m", "edgelite.cli", "serve", model, "--port", "0"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()

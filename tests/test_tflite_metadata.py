@@ -1,4 +1,5 @@
-"""Standard TFLite Metadata (edgelite.tflite_metadata): third-party models read, our own written."""
+"""Standard TFLite Metadata: third-party models read (edgelite.tflite_format), our own written
+(edgelite.convert.tflite_metadata)."""
 from __future__ import annotations
 
 import io
@@ -11,10 +12,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import run_python, shared
 
-from edgelite import tflite_metadata as tm
-from edgelite.backends import _metadata_bytes, _tflite_schema, read_tflite_metadata
+from edgelite import tflite_format as tm
+from edgelite.convert.tflite_metadata import write as write_metadata
 from edgelite.errors import EdgeliteError
 
 MODELS = "data/third-party-models/"
@@ -27,7 +28,7 @@ def _entries(tflite: bytes, add: dict[str, bytes] | None = None, drop: tuple[str
     """The model re-packed (so without any appended zip) with metadata entries dropped or added."""
     import flatbuffers
 
-    schema = _tflite_schema()
+    schema = tm.schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite, 0))
     for entry in [m for m in model.metadata or [] if m.name.decode() in drop]:
         model.buffers[entry.buffer].data = None  # no stale copy left behind
@@ -115,7 +116,7 @@ def test_write_then_read_round_trip(tmp_path):
     document = {"schema": 1, "labels": ["a", "b"]}
     ours = _entries(bare, add={"edgelite": json.dumps(document).encode()})
     labels = [f"class {i}, ünïcode" for i in range(1001)]
-    out = tm.write(ours, name="mine", labels=labels, mean=[127.5, 127.0, 126.5], std=[128.0, 127.5, 127.0],
+    out = write_metadata(ours, name="mine", labels=labels, mean=[127.5, 127.0, 126.5], std=[128.0, 127.5, 127.0],
                    color_space="RGB", description="a test model")
     path = tmp_path / "mine.tflite"
     path.write_bytes(out)
@@ -128,20 +129,20 @@ def test_write_then_read_round_trip(tmp_path):
     with zipfile.ZipFile(path) as archive:  # stored, not deflated: MediaPipe maps the files in place
         assert [(i.filename, i.compress_type) for i in archive.infolist()] == [("labels.txt", zipfile.ZIP_STORED)]
         assert archive.read("labels.txt").decode().splitlines() == labels
-    assert json.loads(read_tflite_metadata(path, "edgelite")) == document
+    assert json.loads(tm.entry(path, "edgelite")) == document
     x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
     np.testing.assert_array_equal(_run(out, x), _run(bare, x))
 
 
 def test_write_replaces_existing_metadata():
     original = shared(V2_QUANT).read_bytes()
-    out = tm.write(original, name="again", labels=["x", "y"], mean=None, std=None, color_space="GRAYSCALE")
+    out = write_metadata(original, name="again", labels=["x", "y"], mean=None, std=None, color_space="GRAYSCALE")
     meta = tm.read(out)
     assert meta["labels"] == ["x", "y"] and meta["color_space"] == "GRAYSCALE" and meta["name"] == "again"
     assert "mean" not in meta and "std" not in meta and meta["description"] is None
     with zipfile.ZipFile(io.BytesIO(out)) as archive:
         assert archive.namelist() == ["labels.txt"]  # the old imagenet_labels.txt went with the old zip
-    schema = _tflite_schema()
+    schema = tm.schema()
     before, after = schema.Model.GetRootAs(original, 0), schema.Model.GetRootAs(out, 0)
     names = [after.Metadata(i).Name() for i in range(after.MetadataLength())]
     assert names.count(tm.KEY.encode()) == 1
@@ -151,7 +152,7 @@ def test_write_replaces_existing_metadata():
 
 
 def test_write_without_labels_or_normalization():
-    out = tm.write(_bare(V1), name="plain", labels=None, mean=None, std=None)
+    out = write_metadata(_bare(V1), name="plain", labels=None, mean=None, std=None)
     meta = tm.read(out)
     assert meta["labels"] is None and "label_file" not in meta and "mean" not in meta
     assert meta["color_space"] == "RGB" and not zipfile.is_zipfile(io.BytesIO(out))
@@ -163,9 +164,9 @@ def test_write_keeps_entries_of_edgelite_converter(tmp_path):
 
     model = embed_metadata(_bare(V1), {"task": "classify"}, extra={"edgelite_check": b"\x00\x01check"})
     path = tmp_path / "m.tflite"
-    path.write_bytes(tm.write(model, name="m", labels=["a"], mean=[0.0], std=[255.0]))
-    assert json.loads(read_tflite_metadata(path, "edgelite")) == {"task": "classify"}
-    assert read_tflite_metadata(path, "edgelite_check") == b"\x00\x01check"
+    path.write_bytes(write_metadata(model, name="m", labels=["a"], mean=[0.0], std=[255.0]))
+    assert json.loads(tm.entry(path, "edgelite")) == {"task": "classify"}
+    assert tm.entry(path, "edgelite_check") == b"\x00\x01check"
     assert tm.read(path)["std"] == [255.0]
 
 
@@ -230,7 +231,7 @@ def test_score_calibration_and_label_locale():
 def test_write_refuses_bad_arguments(kwargs):
     arguments = dict(name="m", labels=["a"], mean=[0.0], std=[1.0]) | kwargs
     with pytest.raises(EdgeliteError):
-        tm.write(_bare(V1), **arguments)
+        write_metadata(_bare(V1), **arguments)
 
 
 def test_garbage_metadata_is_a_clean_error():
@@ -244,7 +245,7 @@ def test_garbage_metadata_is_a_clean_error():
 
 def test_damaged_metadata_never_raises_anything_else():
     """Overwrite bytes of real metadata: every read gives metadata or a one-line EdgeliteError."""
-    raw = _metadata_bytes(shared(V1).read_bytes(), tm.KEY)
+    raw = tm.entry_bytes(shared(V1).read_bytes(), tm.KEY)
     data = shared(V1).read_bytes()
     zipped = data[data.index(b"PK\x03\x04"):]  # keep the labels so only the flatbuffer is damaged
     bare = _bare(V1)
@@ -277,7 +278,7 @@ def test_truncated_or_corrupt_zip_is_a_clean_error():
 
 def test_reading_does_not_import_tensorflow():
     path = shared(V1)
-    code = (f"import sys, edgelite.tflite_metadata as m; meta = m.read({str(path)!r}); "
+    code = (f"import sys, edgelite.tflite_format as m; meta = m.read({str(path)!r}); "
             "assert meta['labels'][0] == 'background'; assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = run_python("-c", code, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 from edgelite import EdgeliteError
-from edgelite.files import class_folders
+from edgelite.train.datasets import class_folders
 from edgelite.preprocess import PreprocessSpec, to_float
 import edgelite.train.data as data_module
 from edgelite.train.data import Batches, PixelCache, prefetch
+
+from conftest import python_command
 
 SPEC = PreprocessSpec(size=(32, 32), preset="unit", resize="stretch")
 
@@ -153,8 +155,8 @@ def test_a_run_starts_from_a_previous_model(digits, tmp_path):
 
 def test_ctrl_c_keeps_the_best_epoch_and_its_plots(digits, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "edgelite.cli", "train", str(digits), "--recipe", "cnn",
-                             "--size", "16", "--epochs", "500", "--no-augment", "--out", str(out)],
+    proc = subprocess.Popen(python_command("-m", "edgelite.cli", "train", digits, "--recipe", "cnn",
+                                           "--size", "16", "--epochs", "500", "--no-augment", "--out", out),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

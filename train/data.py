@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from edgelite.errors import EdgeliteError
-from edgelite.files import class_folders, split, write_json
+from edgelite.files import write_json
+from edgelite.train.datasets import class_folders, split
 from edgelite.preprocess import PreprocessSpec, from_pixels, pixels
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from edgelite.benchmarks.report import pyplot
-from edgelite.files import write_figure
+from edgelite.benchmarks.report import write_figure
 
 from .data import Batches, prefetch
 

@@ -5,6 +5,7 @@ Imported only after TensorFlow (`edgelite.convert.loading.import_tensorflow`).
 """
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import threading
@@ -15,6 +16,8 @@ import keras
 import numpy as np
 
 from .data import Batches, default_workers
+
+log = logging.getLogger(__name__)
 
 
 class KerasBatches(keras.utils.PyDataset):
@@ -100,7 +103,7 @@ class Run(keras.callbacks.Callback):
             if self.save is not None:
                 self.save()
         if self.verbose:
-            print(self.line(seconds, accuracy, improved), flush=True)
+            log.info(self.line(seconds, accuracy, improved))
 
     def line(self, seconds: float, accuracy: float, improved: bool) -> str:
         done = len(self.epoch_seconds)

@@ -23,6 +23,7 @@ beats it, so a resumed run never ends worse than where it started.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from edgelite.convert.loading import import_tensorflow
 
 from .data import Batches, PixelCache, describe_cache, load_dataset
 from .evaluation import evaluate, per_class_table, plot_confusion, plot_history, predict
+
+log = logging.getLogger(__name__)
 
 RECIPES = ("mobilenetv2", "cnn")
 
@@ -89,8 +92,8 @@ def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "cnn", size: 
                             skipped=data.skipped)
     val_batches = Batches(data.val, spec, batch_size, cache=caches[1], skipped=data.skipped)
     if verbose:
-        print(f"{len(data.train)} training and {len(data.val)} validation images in {len(data.labels)} classes, "
-              f"streamed in batches of {batch_size}" + (f"; {describe_cache(caches)}" if cache else ""), flush=True)
+        log.info(f"{len(data.train)} training and {len(data.val)} validation images in {len(data.labels)} classes, "
+                 f"streamed in batches of {batch_size}" + (f"; {describe_cache(caches)}" if cache else ""))
 
     import_tensorflow()
     import keras
@@ -111,7 +114,7 @@ def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "cnn", size: 
         _load_previous(model, Path(weights))
         baseline = evaluate(*predict(model, val_batches, workers), data.labels)["accuracy"]
         if verbose:
-            print(f"starting from {weights}: validation accuracy {baseline:.1%}", flush=True)
+            log.info(f"starting from {weights}: validation accuracy {baseline:.1%}")
     # augmentation lives in the training wrapper only: model.keras holds the plain classifier
     trainer = keras.Sequential([keras.Input((size, size, 3)), *([augmentation()] if augment else []), model])
 
@@ -137,18 +140,18 @@ def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "cnn", size: 
             fine_tune_from = len(run.epoch_seconds)
             trainable = unfreeze_last(base, fine_tune_last)
             if verbose:
-                print(f"fine-tuning the last {fine_tune_last} backbone layers ({trainable} trainable) at a lower rate",
-                      flush=True)
+                log.info(f"fine-tuning the last {fine_tune_last} backbone layers ({trainable} trainable) "
+                         "at a lower rate")
             run.begin_stage(1, "fine-tuning")
             fit_stage(trainer, run, fit_train, fit_val, keras.optimizers.Adam(1e-5), fine_tune_epochs, patience,
                       verbose)
     except KeyboardInterrupt:
         interrupted = True
         if not run.restore_best():
-            print("interrupted before the first epoch ended: nothing to keep", file=sys.stderr)
+            log.warning("interrupted before the first epoch ended: nothing to keep")
             raise
-        print(f"interrupted: keeping the best epoch so far ({run.best:.1%} validation accuracy), "
-              f"writing its evaluation and plots", file=sys.stderr, flush=True)
+        log.warning(f"interrupted: keeping the best epoch so far ({run.best:.1%} validation accuracy), "
+                    "writing its evaluation and plots")
     seconds = time.perf_counter() - started
 
     probabilities, truth = predict(model, val_batches, workers)
@@ -157,7 +160,7 @@ def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "cnn", size: 
     history = {**run.history, "epoch_seconds": run.epoch_seconds}
     skipped = data.skipped.lines()
     for line in skipped:
-        print(f"skipped: {line}")
+        log.warning(f"skipped: {line}")
     files = {
         "history": write_json(out_dir / "history.json", {**history, "fine_tune_from_epoch": fine_tune_from,
                                                          "best_epoch": run.best_epoch, "interrupted": interrupted}),
@@ -168,11 +171,11 @@ def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "cnn", size: 
         "confusion_plot": plot_confusion(figures, data.labels, out_dir / "confusion.png"),
     }
     if verbose:
-        print(per_class_table(figures))
+        log.info(per_class_table(figures))
         if cache:
-            print(describe_cache(caches))
+            log.info(describe_cache(caches))
     if interrupted:
-        print(f"saved {model_path} and its plots in {out_dir}", file=sys.stderr)
+        log.warning(f"saved {model_path} and its plots in {out_dir}")
         raise KeyboardInterrupt
     return Trained(model_path, data.labels, spec, train_batches.kept(), val_batches.kept(), history,
                    figures["accuracy"], seconds, figures, {k: str(v) for k, v in files.items()})

@@ -1,0 +1,49 @@
+"""`edgelite bench`: latency, size and accuracy of artifacts against the Keras reference."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .options import preprocess_choice, preprocessing_options
+
+
+def add(sub) -> None:
+    p = sub.add_parser("bench", help="latency, size and accuracy of artifacts against the Keras reference",
+                       description="Benchmark .tflite/.onnx artifacts (files, or folders such as a convert "
+                                   "output) and optionally the Keras model they came from: latency percentiles, "
+                                   "threads sweep, cold start, peak RSS, size, top-1/top-5 on a labeled folder "
+                                   "and agreement with Keras. Prints a table; --out writes JSON, CSV, Markdown "
+                                   "and a plot.")
+    p.add_argument("models", nargs="+", help=".tflite/.onnx files or folders holding them")
+    p.add_argument("--keras", help="the Keras model as reference (needs TensorFlow)")
+    p.add_argument("--reference", dest="keras", help=argparse.SUPPRESS)  # its name until 0.2: kept for one release
+    p.add_argument("--data", help="labeled images: class sub-folders, or <wnid>_*.JPEG with wnids.txt")
+    p.add_argument("--out", help="folder for results.json/.csv/.md/.png")
+    p.add_argument("--runs", type=int, default=100, help="timed runs per measurement (default 100)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, nargs="+", help="thread counts (default: sweep 1..cores)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
+    p.add_argument("--limit", type=int, help="use at most this many labeled images")
+    p.add_argument("--quick", action="store_true", help="short run: 20 runs, all cores only, 50 images")
+    preprocessing_options(p)
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from edgelite.benchmarks import report
+    from edgelite.benchmarks.bench import bench
+
+    runs, threads, limit, repeat = args.runs, args.threads, args.limit, 3
+    if args.quick:
+        runs, threads, limit, repeat = min(runs, 20), threads or [os.cpu_count() or 1], limit or 50, 1
+    document = bench(args.models, data=args.data, keras=args.keras, out=args.out, runs=runs, warmup=args.warmup,
+                     threads=threads, batches=args.batch, limit=limit, cold_repeat=repeat,
+                     preprocess=preprocess_choice(args), force=args.force)
+    env, settings = document["environment"], document["settings"]
+    print(f"\n{env['cpu']}, {env['cores']} cores; {settings['images']} images; batch 1, "
+          f"{settings['threads']} threads, {settings['runs']} runs\n")
+    print(report.markdown(document["rows"]), end="")
+    if document.get("files"):
+        print(f"\nwritten: {', '.join(document['files'].values())}")
+    return 0

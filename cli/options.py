@@ -1,0 +1,36 @@
+"""Options and one-line descriptions that several commands share."""
+from __future__ import annotations
+
+import argparse
+
+
+def preprocessing_options(p: argparse.ArgumentParser) -> None:
+    """The same preprocessing options on every command, merged field by field over what the model carries."""
+    g = p.add_argument_group("preprocessing (merged over what the model carries; see runtime/resolve.py)")
+    g.add_argument("--preprocess", metavar="PRESET|SPEC.json",
+                   help="a preset (mobilenet, unit, raw, caffe, torch: sets the normalisation) or a spec .json")
+    g.add_argument("--resize", choices=["crop", "stretch"], help="centre crop, or the whole frame")
+    g.add_argument("--crop-fraction", type=float, help="with --resize crop: the share of the shorter side kept")
+    g.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None,
+                   help="Pillow's antialiasing bilinear, or (--no-antialias) TFLite's RESIZE_BILINEAR")
+    g.add_argument("--mean", type=float, nargs="+", metavar="V", help="pixel mean(s) in 0..255: (pixel - mean) / std")
+    g.add_argument("--std", type=float, nargs="+", metavar="V", help="pixel std(s) in 0..255")
+    g.add_argument("--channel-order", choices=["RGB", "BGR"])
+
+
+def preprocess_choice(args) -> dict | None:
+    """What the user said about preprocessing, as fields for the one resolver (None: nothing)."""
+    from edgelite.resolve import merge, user_fields
+
+    singles = {"resize": args.resize, "crop_fraction": args.crop_fraction, "antialias": args.antialias,
+               "channel_order": args.channel_order, "mean": args.mean, "std": args.std}
+    chosen = merge(user_fields(args.preprocess), singles)
+    return chosen or None
+
+
+def describe(spec) -> str:
+    """One line: what a prediction's pixels went through."""
+    resize = f"centre crop {spec.crop_fraction:g}" if spec.resize == "crop" else "whole frame"
+    norm = spec.preset if spec.preset != "custom" else f"mean {list(spec.mean)} std {list(spec.std)}"
+    return (f"{spec.size[0]}x{spec.size[1]} {'gray' if spec.channels == 1 else spec.channel_order}, {resize}, "
+            f"bilinear {'with' if spec.antialias else 'without'} antialias, {norm}, {spec.layout}")

@@ -1,0 +1,44 @@
+"""`edgelite verify`: an artifact's agreement with Keras, measured on this machine's kernels."""
+from __future__ import annotations
+
+import json
+
+
+def add(sub) -> None:
+    p = sub.add_parser("verify", help="measure an artifact's agreement with Keras on this machine (no TensorFlow)",
+                       description="Run the check set an edgelite artifact carries (images at the model's size and "
+                                   "the Keras model's probabilities on them) through this machine's backend and "
+                                   "integer kernels. Exit 0 if the top-1 agreement reaches the gate, 1 if not.")
+    p.add_argument("models", nargs="+", help=".tflite or .onnx files made by edgelite convert")
+    p.add_argument("--min-agreement", type=float, help="the gate (default: the one recorded at export)")
+    p.add_argument("--backend", help="force a backend: litert or onnxruntime")
+    p.add_argument("--json", action="store_true", help="one JSON object per model")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from edgelite.checkset import verify
+    from edgelite.classifier import Classifier
+
+    failed = 0
+    for model in args.models:
+        report = verify(Classifier(model, backend=args.backend), args.min_agreement)
+        failed += not report["passed"]
+        print(json.dumps(report) if args.json else describe(model, report))
+    return 1 if failed else 0
+
+
+def describe(model, report: dict) -> str:
+    """A verify report as three lines for a person."""
+    k = report["kernels"]
+    gate = "no gate" if report["min_agreement"] is None else f"gate {report['min_agreement']:.1%}"
+    exported = report["exported_on"] or {}
+    return "\n".join([
+        f"{model}: agreement with Keras {report['agreement']:.1%} on {report['images']} check images ({gate}) "
+        f"-> {'ok' if report['passed'] else 'BELOW THE GATE'}; top-1 {report['top1_agreement']:.1%}, "
+        f"{report['near_ties_flipped']} near-ties (within {report['near_tie']:g}) flipped",
+        f"  max |dp| vs Keras {report['max_abs_diff']:.3f}; vs the exporting machine: same top-1 "
+        f"{report['same_top1_as_export']:.1%}, max |dp| {report['max_abs_diff_from_export']:.3f}"
+        + ("" if report["pixels_identical"] else "; check images decode differently here"),
+        f"  here: {k['machine']} [{' '.join(k['flags'])}] {k['backend']}; exported on: "
+        f"{exported.get('machine', '?')} [{' '.join(exported.get('flags', []))}] {exported.get('backend', '')}"])

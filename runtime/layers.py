@@ -1,0 +1,32 @@
+"""A per-layer quantization error report (written by the converter's rescue, `<model>.layers.json`),
+ranked and shown: `edgelite inspect` reads it on the device, the converter prints it."""
+from __future__ import annotations
+
+import math
+
+
+def worst_first(layers: list[dict], key: str) -> list[dict]:
+    """Rows with a `key` value and a node name, worst first: lowest for a ratio in dB (sqnr_db),
+    else largest in size (rmse_scale, mean_error...)."""
+    rated = [r for r in layers if r.get(key) is not None and not math.isnan(r[key]) and r.get("node")]
+    return sorted(rated, key=lambda r: -r[key] if key.endswith("_db") else abs(r[key]), reverse=True)
+
+
+def format_tries(tries: list[dict]) -> str:
+    """'percentile calibration: 96.0%, 1 in float: 97.0%, 2 in float: failed (...)' for the console."""
+    return ", ".join((f"{t['method']} calibration: " if t.get("method") else f"{t['excluded']} in float: ")
+                     + (f"{t['agreement']:.1%}" if t.get("agreement") is not None else f"failed ({t.get('error', '?')})")
+                     for t in tries)
+
+
+def format_table(layers: list[dict], key: str, worst: int = 10) -> str:
+    """The worst layers by `key`, one per line."""
+    rows = worst_first(layers, key)[:worst]
+    if not rows:
+        return f"no layer has a {key}"
+    width = min(60, max(len(r["layer"]) for r in rows))
+    lines = [f"{key:>12}  {'op':<18} layer"]
+    for r in rows:
+        name = r["layer"] if len(r["layer"]) <= width else "..." + r["layer"][-(width - 3):]
+        lines.append(f"{r[key]:>12.3f}  {r['op']:<18} {name}")
+    return "\n".join(lines)
