@@ -79,6 +79,8 @@ def main(argv=None) -> int:
 
 
 def prove(model: Path, work: Path, images: list[Path] | None = None, labels=None) -> dict:
+    if not Path(model).is_file():
+        raise EdgeliteError(f"no such model file: {model}")  # before anything is fetched or emulated
     qemu = shutil.which("qemu-aarch64-static")
     if not qemu:
         raise EdgeliteError("qemu-aarch64-static is missing: apt-get install qemu-user-static")

@@ -96,6 +96,30 @@ def test_uint8_kernels_compute_the_exact_sums_on_every_cpu(qdq):
     assert (direct > step) == int8.saturates()  # this model saturates exactly where the probe does
 
 
+@pytest.mark.parametrize("saturating", [True, False])
+def test_the_backend_re_encodes_exactly_where_the_probe_says(saturating, qdq, monkeypatch):
+    """Both branches of OnnxBackend on every CPU: told the kernels saturate, it runs the re-encoded model
+    (the same outputs as QDQ in float); told they do not, it runs the file as it is."""
+    path, x = qdq
+    monkeypatch.setattr(int8, "saturates", lambda: saturating)
+    backend = OnnxBackend(path)
+    assert ("run as uint8" in backend.version) == saturating
+    out = np.concatenate([backend.run(x[i:i + 1]) for i in range(len(x))])
+    want = run(int8.as_uint8(path)[0], x) if saturating else run(str(path), x)
+    assert np.array_equal(out, want)
+    reference = run(str(path), x, "ORT_ENABLE_BASIC")
+    if saturating:
+        assert np.abs(out - reference).max() <= 2 * np.abs(reference).max() / 255
+
+
+def test_a_float_model_never_runs_the_probe(qdq, monkeypatch):
+    def probe():
+        raise AssertionError("the probe ran for a float model")
+
+    monkeypatch.setattr(int8, "saturates", probe)
+    assert "uint8" not in OnnxBackend(qdq[0].with_name("model.onnx")).version
+
+
 def test_the_stored_probe_is_the_built_one():
     import base64
 

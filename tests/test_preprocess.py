@@ -57,11 +57,26 @@ def test_quantized_input_uses_model_scale_and_zero_point():
     assert quantize(np.array([-2.0, 0.0, 2.0]), np.dtype(np.int8), 0.01, 0).tolist() == [-128, 0, 127]
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "1"])
-def test_every_mode_becomes_rgb(mode):
+GRAY = round(200 * 0.299 + 100 * 0.587 + 50 * 0.114)  # ITU-R 601 luma of (200, 100, 50): 124
+
+
+@pytest.mark.parametrize("mode, want", [
+    ("L", (GRAY,) * 3), ("LA", (GRAY,) * 3), ("I;16", (GRAY,) * 3), ("I", (GRAY,) * 3),  # 16/32-bit gray: not rescaled
+    ("RGBA", (200, 100, 50)), ("CMYK", (200, 100, 50)),  # opaque alpha and CMYK give the colour back
+    ("P", (204, 102, 51)),  # Pillow's web palette: the nearest entry
+])
+def test_every_mode_becomes_rgb_with_its_colours(mode, want):
     image = Image.new("RGB", (5, 4), (200, 100, 50)).convert(mode)
     out = load_image(png_bytes(image, "TIFF") if mode in ("CMYK", "I;16", "I") else png_bytes(image))
     assert out.mode == "RGB" and out.size == (5, 4)
+    assert (np.asarray(out) == want).all()
+
+
+def test_a_bilevel_image_becomes_black_and_white_rgb():
+    image = Image.new("RGB", (6, 6), (200, 100, 50)).convert("1")  # dithered: half the dots white
+    pixels = np.asarray(load_image(png_bytes(image)))
+    assert set(np.unique(pixels)) == {0, 255} and (pixels[..., 0] == pixels[..., 2]).all()
+    assert abs(pixels.mean() - GRAY) < 16
 
 
 def test_transparent_pixels_go_on_white():

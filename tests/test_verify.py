@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from edgelite import Classifier
 from edgelite.checkset import pack, unpack, verify
@@ -103,19 +104,15 @@ def _linear_head(model):
     return out
 
 
-def test_int8_below_its_gate_is_rescued_with_a_report(trained, tmp_path):
+def test_int8_below_its_gate_is_rescued_with_a_report(rescued):
     """A gate the plain int8 export cannot reach: the converter writes the per-layer report, tries
     float fallbacks of the worst layers, and says what it kept in float."""
-    calibration = [p for p, _ in trained.train][:20]
-    check = [p for p, _ in trained.val][:60]
-    result = convert(trained.model_path, tmp_path / "out", calibration, check, formats=["tflite-int8"],
-                     thresholds={"int8": 1.01}, verbose=False)
-    a = result.artifacts[0]
+    a = rescued
     assert a.error is None and not a.passed  # 101 % cannot be reached: still below, still written
     recipe = Classifier(a.path).metadata["quantization"]
     rescue = recipe["rescue"]
     assert rescue["tries"] and not rescue["passed"]
-    report = tmp_path / "out" / rescue["report"]
+    report = a.path.parent / rescue["report"]
     layers = json.loads(report.read_text())
     assert len(layers) >= 3 and all(np.isfinite(row["rmse_scale"]) for row in layers)
     assert report.with_suffix(".png").is_file()
@@ -123,19 +120,31 @@ def test_int8_below_its_gate_is_rescued_with_a_report(trained, tmp_path):
     assert done.returncode == 0 and "rescue:" in done.stdout and "rmse_scale" in done.stdout
 
 
-def test_a_rescue_that_passes_keeps_the_file_it_measured(trained, tmp_path):
-    """Strict agreement of 100 % as the gate: the int8 ONNX export of the tiny CNN misses it by a flip or
-    two here (99.2 %), and the rescue's first passing try (a layer in float) is the file that ships."""
-    calibration = [p for p, _ in trained.train][:100]
-    check = [p for p, _ in trained.val][:120]
-    result = convert(trained.model_path, tmp_path / "out", calibration, check, formats=["onnx-int8"],
-                     thresholds={"int8": 1.0}, near_tie=0.0, verbose=False)
+@pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
+def test_a_rescue_that_passes_keeps_the_file_it_measured(fmt, trained, tmp_path, monkeypatch):
+    """The plain export's measurement is made to fail (on every CPU alike), so the rescue runs: its first
+    try that passes (another calibration for ONNX, the worst layer in float for TFLite) is the file that
+    ships, and what was measured is what was written."""
+    from edgelite.convert import pipeline
+
+    real, calls = pipeline.parity, []
+
+    def first_fails(*args, **kwargs):
+        calls.append(1)
+        measured = real(*args, **kwargs)
+        return {**measured, "agreement": 0.0} if len(calls) == 1 else measured
+
+    monkeypatch.setattr(pipeline, "parity", first_fails)
+    calibration = [p for p, _ in trained.train][:60]
+    check = [p for p, _ in trained.val][:60]
+    result = convert(trained.model_path, tmp_path / "out", calibration, check, formats=[fmt], verbose=False)
     a = result.artifacts[0]
-    assert a.error is None and a.passed and a.parity["top1_agreement"] == 1.0
+    assert a.error is None and a.passed and len(calls) >= 3  # the plain file, a rescue try, the file kept
     clf = Classifier(a.path)
-    rescue = clf.metadata["quantization"].get("rescue")
-    if rescue is not None:  # rescued here (not on a CPU where the plain export agrees on all 120)
-        assert rescue["passed"] and rescue["tries"][-1]["agreement"] == 1.0
-        assert rescue["excluded"] or rescue.get("method")
+    rescue = clf.metadata["quantization"]["rescue"]
+    assert rescue["passed"] and rescue["from_agreement"] == 0.0
+    assert rescue["tries"][-1]["agreement"] >= 0.95 and (rescue["excluded"] or rescue.get("method"))
+    assert (a.path.parent / rescue["report"]).is_file()
+    assert a.parity["agreement"] == rescue["tries"][-1]["agreement"]
     scores = np.concatenate([clf.scores(clf.prepare(p)) for p in check])
     assert np.abs(scores - a.scores).max() < 1e-6  # what was measured is what was written
