@@ -1,0 +1,78 @@
+"""Files -> a Ray dataset -> the actor pool -> result tables streamed back to the driver, with progress."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from .model import ShippedModel
+from .session import Cluster, import_ray, pool_size
+from .workers import ClassifyFiles
+
+
+MAX_BLOCKS = 20_000
+
+
+class Timing:
+    """When the stream started and when its first rows came back (the fixed cost of a run: actors started,
+    the model shipped and opened), and the size of the pool."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        self.first_rows = 0
+        self.actors = 0
+        self.end: float | None = None
+
+    @property
+    def start_s(self) -> float | None:
+        return None if self.first is None else self.first - self.start
+
+    @property
+    def total_s(self) -> float:
+        return (self.end or time.perf_counter()) - self.start
+
+    def steady_rate(self, rows: int) -> float | None:
+        """Files per second after the first rows came back: the pool's pace, without the start."""
+        if self.first is None or rows <= self.first_rows or self.total_s <= self.start_s:
+            return None
+        return (rows - self.first_rows) / (self.total_s - self.start_s)
+
+
+def classify(paths: Sequence[str], model: ShippedModel, cluster: Cluster, *, actors: int | None = None,
+             top_k: int = 5, probabilities: bool = False, batch_size: int = 16, timing: Timing | None = None,
+             verbose: bool = True, desc: str = "classified") -> Iterator[pa.Table]:
+    """Tables of rows (workers.ROWS, plus `probabilities` if asked) in the order they finish.
+
+    The paths are read on the workers: on a cluster of several machines they must be at the same path on
+    every node (a shared filesystem, or the same copy)."""
+    ray = import_ray()
+    timing = timing or Timing()
+    # one block of about batch_size files per actor call (more per block past MAX_BLOCKS): each call's rows
+    # come back at once, for the progress line and for what an interruption keeps
+    per_block = max(batch_size, math.ceil(len(paths) / MAX_BLOCKS))
+    blocks = math.ceil(len(paths) / per_block)
+    size, cpus = pool_size(actors, cluster, blocks)
+    timing.actors = size
+    if verbose:
+        print(f"ray: {size} actor(s) of {model.name} (sha256 {model.sha256[:12]}, {len(model.data) / 1e6:.1f} MB "
+              f"through the object store), {cpus:g} CPU each; {len(paths)} files", file=sys.stderr)
+    # the model travels inside the actors' constructor arguments, which Ray Data puts in the object store once
+    # for the whole pool: each node fetches its bytes once, whatever the number of actors on it
+    ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=blocks)
+    ds = ds.map_batches(ClassifyFiles, fn_constructor_kwargs={"model": model, "top_k": top_k,
+                                                              "probabilities": probabilities},
+                        compute=ray.data.ActorPoolStrategy(size=size), batch_size=None, num_cpus=cpus,
+                        batch_format="numpy")
+    with tqdm(total=len(paths), unit="file", desc=desc, disable=not verbose, smoothing=0.05,
+              file=sys.stderr) as bar:
+        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if timing.first is None:
+                timing.first, timing.first_rows = time.perf_counter(), table.num_rows
+            bar.update(table.num_rows)
+            yield table
+    timing.end = time.perf_counter()
