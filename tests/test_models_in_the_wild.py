@@ -168,7 +168,7 @@ def test_a_bare_uint8_gray_model_needs_no_flags(gray_digits, tmp_path):
 def test_edgelite_tflite_also_carries_standard_metadata(artifact):
     """Other tools (Task Library, MediaPipe) read edgelite's TFLite artifacts through the standard metadata;
     edgelite's own entry and the check set (an .npz inside a buffer) survive the appended labels zip."""
-    from edgelite.tflite_metadata import read
+    from edgelite.tflite_format import read
 
     for fmt in ("tflite-fp32", "tflite-int8"):
         clf = Classifier(artifact[fmt])
