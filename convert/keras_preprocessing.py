@@ -55,6 +55,8 @@ import numpy as np
 from edgelite.errors import EdgeliteError
 from edgelite.resolve import geometry
 
+from . import keras_graph as graph
+
 # identity when called with training=False (Keras 3 and Keras 2 / tf_keras; KerasCV uses the same names)
 INACTIVE = frozenset({
     "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
@@ -106,36 +108,36 @@ class _Walk:
     # ---- the traversal: each returns True when it went through, False when the walk stops
 
     def through(self, model) -> bool:
-        bases = _bases(model)
+        bases = graph.bases(model)
         if "Sequential" in bases or "Pipeline" in bases:  # (tf_keras's Sequential is also a Functional)
-            return all(self.step(layer) for layer in _attempt(lambda: list(model.layers), []))
+            return all(self.step(layer) for layer in graph.attempt(lambda: list(model.layers), []))
         if "Functional" in bases:
             return self.graph(model)
         return False
 
     def graph(self, model) -> bool:
-        inputs = _attempt(lambda: list(model.inputs), [])
-        outputs = _attempt(lambda: list(model.outputs), [])
+        inputs = graph.attempt(lambda: list(model.inputs), [])
+        outputs = graph.attempt(lambda: list(model.outputs), [])
         by_depth = getattr(model, "_nodes_by_depth", None)
         if len(inputs) != 1 or len(outputs) != 1 or not by_depth:
             return False
         consumers = defaultdict(list)
         nodes = [node for depth in by_depth.values() for node in depth]
         for node in nodes:
-            for tensor in _node_inputs(node):
-                consumers[_key(tensor)].append(node)
-        tensor, end = inputs[0], _key(outputs[0])
+            for tensor in graph.node_inputs(node):
+                consumers[graph.key(tensor)].append(node)
+        tensor, end = inputs[0], graph.key(outputs[0])
         for _ in range(len(nodes) + 1):
-            if _key(tensor) == end:
+            if graph.key(tensor) == end:
                 return True
-            following = consumers.get(_key(tensor), [])
+            following = consumers.get(graph.key(tensor), [])
             if len(following) != 1:
                 return False
             node = following[0]
-            outs = _node_outputs(node)
-            if len(_node_inputs(node)) != 1 or len(outs) != 1:
+            outs = graph.node_outputs(node)
+            if len(graph.node_inputs(node)) != 1 or len(outs) != 1:
                 return False
-            if not self.step(_node_operation(node), node, tensor):
+            if not self.step(graph.node_operation(node), node, tensor):
                 return False
             tensor = outs[0]
         return False
@@ -154,7 +156,7 @@ class _Walk:
             return self.application_lambda(layer)
         if kind == "TFOpLambda" or (node is not None and kind in OPERATIONS):
             return node is not None and self.operation(layer, node, tensor)
-        if {"Sequential", "Functional"} & _bases(layer):
+        if {"Sequential", "Functional"} & graph.bases(layer):
             return self.through(layer)
         return False
 
@@ -179,7 +181,7 @@ class _Walk:
     def per_channel(self, value) -> np.ndarray | None:
         """A scalar, or a vector over the last (channel) axis; None for anything else."""
         try:
-            array = np.asarray(_numpy(value), dtype=np.float64)
+            array = np.asarray(graph.numpy(value), dtype=np.float64)
         except (TypeError, ValueError):
             return None
         if array.size == 1:
@@ -194,7 +196,7 @@ class _Walk:
         scale, offset = getattr(layer, "scale", None), getattr(layer, "offset", 0.0)
         if scale is None:
             return False
-        if (np.size(_numpy(scale)) > 1 or np.size(_numpy(offset)) > 1) and _channels_first(layer):
+        if (np.size(graph.numpy(scale)) > 1 or np.size(graph.numpy(offset)) > 1) and _channels_first(layer):
             return False
         return self.compose(scale, offset, layer.name)
 
@@ -216,14 +218,14 @@ class _Walk:
 
     def operation(self, op, node, tensor) -> bool:
         """A Keras 2 TFOpLambda or a Keras 3 operation: the tensor with one constant (+ - * /, -x, cast)."""
-        if "Layer" in _bases(op) and type(op).__name__ != "TFOpLambda":
+        if "Layer" in graph.bases(op) and type(op).__name__ != "TFOpLambda":
             return False  # keras.layers.Add/Subtract/Multiply merge tensors
         kind = OPERATIONS.get(getattr(op, "symbol", None) or type(op).__name__)
-        args, kwargs = _node_arguments(node)
+        args, kwargs = graph.node_arguments(node)
         operands = [a for a in args if a is not None] + [v for k, v in kwargs.items() if k != "name" and v is not None]
-        mine = [i for i, o in enumerate(operands) if _is_symbolic(o) and _key(o) == _key(tensor)]
+        mine = [i for i, o in enumerate(operands) if graph.is_symbolic(o) and graph.key(o) == graph.key(tensor)]
         others = [o for i, o in enumerate(operands) if i not in mine]
-        if len(mine) != 1 or any(_is_symbolic(o) for o in others):
+        if len(mine) != 1 or any(graph.is_symbolic(o) for o in others):
             return False
         if kind == "cast":
             dtype = others[0] if others else getattr(op, "dtype", None)
@@ -258,7 +260,7 @@ class _Walk:
                                 rng.uniform(0, 255, (4, channels))]).astype(np.float32)
         probe = probe.reshape(-1, 1, 1, channels)
         try:
-            out = np.asarray(_numpy(function(probe.copy(), **dict(getattr(layer, "arguments", None) or {}))),
+            out = np.asarray(graph.numpy(function(probe.copy(), **dict(getattr(layer, "arguments", None) or {}))),
                              dtype=np.float64)
         except Exception:  # noqa: BLE001 - a function that does not take this probe is not readable
             return False
@@ -293,15 +295,8 @@ def _tidy(value: float) -> float:
     return float(f"{float(value):.7g}") + 0.0
 
 
-def _bases(obj) -> set[str]:
-    return {c.__name__ for c in type(obj).__mro__}
 
 
-def _attempt(get, default):
-    try:
-        return get()
-    except (AttributeError, ValueError, TypeError):
-        return default
 
 
 def _input_channels(model) -> int | None:
@@ -312,18 +307,12 @@ def _input_channels(model) -> int | None:
         return None
 
 
-def _numpy(value):
-    if hasattr(value, "numpy"):  # tf tensors and variables, Keras 3 variables
-        return value.numpy()
-    return value
 
 
-def _library(layer) -> str:
-    return type(layer).__module__.split(".")[0]
 
 
 def _epsilon(layer) -> float:
-    if _library(layer) == "tf_keras":
+    if graph.library(layer) == "tf_keras":
         import tf_keras
 
         return float(tf_keras.backend.epsilon())
@@ -333,49 +322,8 @@ def _epsilon(layer) -> float:
 
 
 def _channels_first(layer) -> bool:
-    if _library(layer) != "keras":
+    if graph.library(layer) != "keras":
         return False  # Keras 2's Rescaling broadcasts over the last axis whatever the data format
     import keras
 
     return keras.config.image_data_format() == "channels_first"
-
-
-def _is_symbolic(value) -> bool:
-    return getattr(value, "_keras_history", None) is not None
-
-
-def _key(tensor):
-    history = getattr(tensor, "_keras_history", None)
-    if history is None:
-        return ("object", id(tensor))
-    return (id(history[0]), history[1], history[2])
-
-
-def _flat(value) -> list:
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in _flat(item)]
-    return [] if value is None else [value]
-
-
-def _node_operation(node):
-    operation = getattr(node, "operation", None)  # Keras 3
-    return operation if operation is not None else node.layer  # Keras 2
-
-
-def _node_inputs(node) -> list:
-    if hasattr(node, "keras_inputs"):  # Keras 2 (its `input_tensors` is the first call argument)
-        return list(node.keras_inputs)
-    return list(getattr(node, "input_tensors", None) or [])
-
-
-def _node_outputs(node) -> list:
-    return _flat(getattr(node, "outputs", None))
-
-
-def _node_arguments(node) -> tuple[tuple, dict]:
-    arguments = getattr(node, "arguments", None)  # Keras 3
-    if arguments is not None:
-        return tuple(arguments.args), dict(arguments.kwargs)
-    return tuple(getattr(node, "call_args", ()) or ()), dict(getattr(node, "call_kwargs", {}) or {})
