@@ -19,30 +19,12 @@ from tqdm import tqdm
 
 from edgelite import Classifier
 from edgelite.errors import EdgeliteError, one_line
-from edgelite.files import prepare_out_dir
+from edgelite.files import find_artifacts, prepare_out_dir
 
 from . import report
 from .coldstart import artifact_command, keras_command, measure_processes
 from .labeled import accuracy, labeled_images
 from .latency import artifact_call, keras_call, measure
-
-MODEL_SUFFIXES = (".tflite", ".onnx")
-
-
-def find_artifacts(paths: Sequence[str | Path]) -> list[Path]:
-    """Model files, and the .tflite/.onnx files inside folders (e.g. a convert output)."""
-    found = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix in MODEL_SUFFIXES))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise EdgeliteError(f"no such model or folder: {path}")
-    if not found:
-        raise EdgeliteError("no .tflite or .onnx artifacts found")
-    return found
-
 
 def environment() -> dict:
     """The machine and the versions that produced the figures."""
@@ -57,15 +39,9 @@ def environment() -> dict:
             versions[name] = version(dist)
         except PackageNotFoundError:
             continue
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from edgelite.checkset import cpu_kernels
+    from edgelite.checkset import cpu_kernels, cpu_name
+
+    cpu = cpu_name()
 
     flags = cpu_kernels()["flags"]
     try:
@@ -91,20 +67,22 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
           items: Sequence[tuple[Path, int | None]] | None = None, keras_model=None,
           out: str | Path | None = None, runs: int = 100, warmup: int = 10, threads: Sequence[int] | None = None,
           batches: Sequence[int] = (1,), limit: int | None = None, cold_repeat: int = 3, preprocess: str | None = None,
-          force: bool = False, title: str | None = None, verbose: bool = True) -> dict:
+          force: bool = False, title: str | None = None, verbose: bool = True, options: dict | None = None) -> dict:
     """Measure every artifact (and the Keras model) and return the results document.
 
     Accuracy and agreement are measured on `data` (a labeled folder) or on `items`, a list of
     (image, true class or None). `keras_model`: (model, its probabilities on the images) when
     they are at hand already.
-    With `out`, also writes results.json/.csv/.md and .png there.
+    With `out`, also writes results.json/.csv/.md and .png there. `options`: {artifact path: backend
+    options} (what `edgelite tune` chose for it).
     """
     paths = find_artifacts(artifacts)
     out_dir = prepare_out_dir(out, force) if out else None
     cores = os.cpu_count() or 1
     sweep = sorted(set(threads)) if threads else list(range(1, cores + 1))
     main_threads = max(sweep)
-    classifiers = {p: Classifier(p, threads=main_threads, preprocess=preprocess) for p in paths}
+    options = {Path(p): o for p, o in (options or {}).items()}
+    classifiers = {p: Classifier(p, threads=main_threads, preprocess=preprocess, options=options.get(p)) for p in paths}
     first = classifiers[paths[0]]
     labels, classes = first.labels, first.output.shape[-1]
 
@@ -181,7 +159,8 @@ def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, runs
     x = clf.prepare(sample) if sample else np.zeros((1, *clf.input.shape[1:]), clf.input.dtype)
     by_threads = {}
     for t in sweep:
-        runner = clf if t == main_threads else Classifier(path, threads=t, preprocess=preprocess)
+        runner = clf if t == main_threads else Classifier(path, threads=t, preprocess=preprocess,
+                                                          options=clf.options)
         by_threads[t] = measure(artifact_call(runner, x), runs=runs, warmup=warmup)
     row = {"name": clf.metadata.get("format") or path.name, "format": clf.metadata.get("format", path.suffix[1:]),
            "path": str(path), "size_mb": _size_mb(path), **_latency_fields(by_threads[main_threads]),

@@ -7,17 +7,13 @@ from typing import Callable
 
 import numpy as np
 
+from edgelite.timing import time_calls
+
 
 def measure(run: Callable[[], object], runs: int = 50, warmup: int = 5) -> dict:
     """Milliseconds per call: p50, p90, p99, mean, std over `runs` calls after `warmup`."""
-    for _ in range(warmup):
-        run()
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter_ns()
-        run()
-        times[i] = (time.perf_counter_ns() - start) / 1e6
-    return {"runs": runs, **percentiles(times)}
+    time_calls(run, warmup)
+    return {"runs": runs, **percentiles(time_calls(run, runs))}
 
 
 def percentiles(ms) -> dict:

@@ -1,7 +1,7 @@
 """The `edgelite` command: one module per subcommand, each owning its parser (`add`) and its body (`run`).
 
 The heavy sides (TensorFlow) are imported only by the subcommands that need them, inside `run`;
-`predict`, `verify`, `inspect`, `serve`, `bench` and `bundle` run on the device with numpy, Pillow and
+`predict`, `verify`, `inspect`, `serve`, `bench`, `bundle` and `tune` run on the device with numpy, Pillow and
 one backend. The device library (runtime/, `edgelite`) never imports this package.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ DESCRIPTION = "Keras image classifiers to small devices: convert, run, benchmark
 EXIT_CODES = ("exit codes: 0 all good; 1 some inputs failed, or an artifact is below its gate (convert, verify); "
               "2 usage or input error (a bad flag, file, model or folder); 3 internal error (a bug: "
               "EDGELITE_DEBUG=1 shows the traceback); 130 interrupted")
-COMMANDS = ("demo", "convert", "verify", "inspect", "predict", "serve", "bench", "bundle", "train")
+COMMANDS = ("demo", "convert", "verify", "inspect", "predict", "serve", "bench", "bundle", "tune", "train")
 
 
 def main(argv: list[str] | None = None) -> int:

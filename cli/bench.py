@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .options import preprocess_choice, preprocessing_options
+from .options import model_choice, preprocess_choice, preprocessing_options
 
 
 def add(sub) -> None:
@@ -14,7 +14,8 @@ def add(sub) -> None:
                                    "threads sweep, cold start, peak RSS, size, top-1/top-5 on a labeled folder "
                                    "and agreement with Keras. Prints a table; --out writes JSON, CSV, Markdown "
                                    "and a plot.")
-    p.add_argument("models", nargs="+", help=".tflite/.onnx files or folders holding them")
+    p.add_argument("models", nargs="+", help=".tflite/.onnx files or folders holding them (a bundle folder: the "
+                                             "artifact and threads edgelite tune chose there)")
     p.add_argument("--keras", help="the Keras model as reference (needs TensorFlow)")
     p.add_argument("--reference", dest="keras", help=argparse.SUPPRESS)  # its name until 0.2: kept for one release
     p.add_argument("--data", help="labeled images: class sub-folders, or <wnid>_*.JPEG with wnids.txt")
@@ -34,12 +35,18 @@ def run(args) -> int:
     from edgelite.benchmarks import report
     from edgelite.benchmarks.bench import bench
 
-    runs, threads, limit, repeat = args.runs, args.threads, args.limit, 3
+    models, options, chosen = [], {}, []
+    for model in args.models:  # a bundle folder: the artifact and settings tune chose for this machine
+        choice = model_choice(model)
+        models.append(choice["model"])
+        if "options" in choice:
+            options[choice["model"]], chosen = choice["options"], [*chosen, choice["threads"]]
+    runs, threads, limit, repeat = args.runs, args.threads or (sorted(set(chosen)) or None), args.limit, 3
     if args.quick:
         runs, threads, limit, repeat = min(runs, 20), threads or [os.cpu_count() or 1], limit or 50, 1
-    document = bench(args.models, data=args.data, keras=args.keras, out=args.out, runs=runs, warmup=args.warmup,
+    document = bench(models, data=args.data, keras=args.keras, out=args.out, runs=runs, warmup=args.warmup,
                      threads=threads, batches=args.batch, limit=limit, cold_repeat=repeat,
-                     preprocess=preprocess_choice(args), force=args.force)
+                     preprocess=preprocess_choice(args), force=args.force, options=options)
     env, settings = document["environment"], document["settings"]
     print(f"\n{env['cpu']}, {env['cores']} cores; {settings['images']} images; batch 1, "
           f"{settings['threads']} threads, {settings['runs']} runs\n")

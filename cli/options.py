@@ -34,3 +34,21 @@ def describe(spec) -> str:
     norm = spec.preset if spec.preset != "custom" else f"mean {list(spec.mean)} std {list(spec.std)}"
     return (f"{spec.size[0]}x{spec.size[1]} {'gray' if spec.channels == 1 else spec.channel_order}, {resize}, "
             f"bilinear {'with' if spec.antialias else 'without'} antialias, {norm}, {spec.layout}")
+
+
+def model_choice(model: str, backend: str | None = None, threads: int | None = None) -> dict:
+    """A model argument as Classifier keywords: a file as given; a bundle folder (edgelite bundle) as the
+    choice `edgelite tune` recorded there (tuning first when there is none for this machine), with the
+    user's --threads over the recorded ones."""
+    from edgelite.tune import is_bundle, open_choice
+
+    if not is_bundle(model):
+        return {"model": model, "backend": backend, "threads": threads}
+    if backend:
+        from edgelite.errors import EdgeliteError
+
+        raise EdgeliteError(f"--backend does not apply to a bundle: {model}'s recorded choice names one "
+                            "(edgelite tune chooses it)")
+    choice = open_choice(model)
+    return {"model": choice.path, "backend": choice.backend, "threads": threads or choice.threads,
+            "options": choice.options}

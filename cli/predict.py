@@ -6,13 +6,13 @@ import sys
 
 from edgelite.errors import EdgeliteError
 
-from .options import describe, preprocess_choice, preprocessing_options
+from .options import describe, model_choice, preprocess_choice, preprocessing_options
 
 
 def add(sub) -> None:
     p = sub.add_parser("predict", help="classify images with a .tflite or .onnx model (no TensorFlow)",
                        description="Top-k classes for image files, folders (recursive) and globs.")
-    p.add_argument("model", help=".tflite or .onnx file")
+    p.add_argument("model", help=".tflite or .onnx file, or a bundle folder (its tuned choice: edgelite tune)")
     p.add_argument("images", nargs="*", help="image files, folders or glob patterns")
     p.add_argument("--camera", nargs="?", const="0", metavar="SOURCE",
                    help="classify a camera continuously with a frames/s readout: 'pi' (picamera2), a webcam "
@@ -34,7 +34,7 @@ def run(args) -> int:
     from edgelite.classifier import Classifier
     from edgelite.files import find_images
 
-    classifier = Classifier(args.model, backend=args.backend, threads=args.threads, labels=args.labels,
+    classifier = Classifier(**model_choice(args.model, args.backend, args.threads), labels=args.labels,
                             preprocess=preprocess_choice(args), output=args.output)
     if not args.json:
         print(f"preprocessing: {describe(classifier.spec)}", file=sys.stderr)

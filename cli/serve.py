@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from edgelite.errors import EdgeliteError
 
-from .options import preprocess_choice, preprocessing_options
+from .options import model_choice, preprocess_choice, preprocessing_options
 
 
 def add(sub) -> None:
@@ -11,7 +11,7 @@ def add(sub) -> None:
                        description="Serve a model over HTTP with the standard library: POST /classify (multipart "
                                    "field 'image' or the raw image) -> top-k JSON, GET / a page that takes a photo, "
                                    "GET /health, GET /model. Stops cleanly on SIGTERM or Ctrl-C.")
-    p.add_argument("model", help=".tflite or .onnx file")
+    p.add_argument("model", help=".tflite or .onnx file, or a bundle folder (its tuned choice: edgelite tune)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
     p.add_argument("--labels", help="labels file for models that carry none")
@@ -28,7 +28,8 @@ def run(args) -> int:
 
     if args.max_bytes < 1:
         raise EdgeliteError("--max-bytes must be at least 1")
-    classifier = Classifier(args.model, threads=args.threads, labels=args.labels, preprocess=preprocess_choice(args))
+    classifier = Classifier(**model_choice(args.model, threads=args.threads), labels=args.labels,
+                            preprocess=preprocess_choice(args))
 
     def ready(url: str, classes: int) -> None:
         print(f"edgelite serve: {url} model {classifier.path.name}, {classes} classes "

@@ -35,22 +35,36 @@ class LiteRTBackend:
 
     name = "litert"
     modules = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+    # XNNPACK (the default delegate) or TFLite's builtin kernels: much slower for float and int8 models here,
+    # close for dynamic-range ones (benchmarks/RESULTS.md); tune tries both
+    OPTIONS = {"xnnpack": (True, False)}
 
-    def __init__(self, path: Path, threads: int | None = None):
-        interpreter_class = None
+    @staticmethod
+    def speed_settings(threads: int) -> list[dict]:
+        """The options worth timing at this thread count (runtime/tune.py)."""
+        return [{}, {"xnnpack": False}]
+
+    def __init__(self, path: Path, threads: int | None = None, options: dict | None = None):
+        options = _checked(self, options)
+        interpreter_module = None
         for module in self.modules:
             try:
-                interpreter_class = importlib.import_module(module).Interpreter
+                interpreter_module = importlib.import_module(module)
                 break
             except ImportError:
                 continue
-        if interpreter_class is None:
+        if interpreter_module is None:
             raise EdgeliteError("no TFLite interpreter installed: pip install 'edgelite[tflite]'")
+        interpreter_class = interpreter_module.Interpreter
         self.path = Path(path)
         self.version = f"{interpreter_class.__module__.split('.')[0]} {_version(interpreter_class.__module__)}"
+        self.version += _described(options)
+        extra = {}
+        if options.get("xnnpack") is False:
+            extra["experimental_op_resolver_type"] = interpreter_module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             with quiet():  # LiteRT logs its delegate choice on stderr
-                self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+                self.interpreter = interpreter_class(model_path=str(path), num_threads=threads, **extra)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise EdgeliteError(f"{path}: not a valid TFLite model ({one_line(exc)})") from None
@@ -117,7 +131,19 @@ class OnnxBackend:
     _dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
                "tensor(int8)": np.int8, "tensor(double)": np.float64}
 
-    def __init__(self, path: Path, threads: int | None = None):
+    # graph optimization level (ORT_ENABLE_ALL by default; "basic" runs QDQ int8 in float: other numbers), and
+    # whether idle pool threads spin (a busy-wait: costs when another job shares the cores, saves a wake-up
+    # when not). Levels below "all" were 3-5x slower on x86 for fp32 and int8 (benchmarks/RESULTS.md): tune
+    # times spinning only
+    OPTIONS = {"optimization": ("all", "extended", "basic"), "spinning": (True, False)}
+
+    @staticmethod
+    def speed_settings(threads: int) -> list[dict]:
+        """The options worth timing at this thread count (runtime/tune.py): spinning needs a second thread."""
+        return [{}, {"spinning": False}] if threads > 1 else [{}]
+
+    def __init__(self, path: Path, threads: int | None = None, options: dict | None = None):
+        chosen = _checked(self, options)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -127,7 +153,12 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.version = f"onnxruntime {ort.__version__}"
+        if "optimization" in chosen:
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                       f"ORT_ENABLE_{chosen['optimization'].upper()}")
+        if "spinning" in chosen:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if chosen["spinning"] else "0")
+        self.version = f"onnxruntime {ort.__version__}{_described(chosen)}"
         source = str(path)
         if _has_quantized_weights(path) and int8.saturates():  # this CPU's u8 x s8 kernels clip: same model,
             # its int8 weights as uint8
@@ -169,6 +200,21 @@ class OnnxBackend:
         return base64.b64decode(raw) if raw else None
 
 
+def _checked(backend, options: dict | None) -> dict:
+    """A backend's options, each known to it with one of its values."""
+    options = dict(options or {})
+    for key, value in options.items():
+        if value not in backend.OPTIONS.get(key, ()):
+            known = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in backend.OPTIONS.items())
+            raise EdgeliteError(f"{backend.name} has no option {key}={value!r} ({known})")
+    return options
+
+
+def _described(options: dict) -> str:
+    """Options that are not the default, for a backend's version line: ' (xnnpack=False)'."""
+    return f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
+
+
 def _has_quantized_weights(path: Path) -> bool:
     """Whether an .onnx file holds QDQ quantization at all (one byte search): float models skip the probe."""
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
@@ -200,14 +246,22 @@ BACKENDS = {"litert": LiteRTBackend, "onnxruntime": OnnxBackend}
 BY_SUFFIX = {".tflite": "litert", ".onnx": "onnxruntime"}
 
 
-def open_backend(path: str | Path, backend: str | None = None, threads: int | None = None):
-    """Open a model file on the named backend, or the one its suffix calls for."""
+def backend_name(path: str | Path, backend: str | None = None) -> str:
+    """The backend a model file runs on: the one named, or the one its suffix calls for."""
     path = Path(path)
-    if not path.is_file():
-        raise EdgeliteError(f"no such model file: {path}")
     name = backend or BY_SUFFIX.get(path.suffix.lower())
     if name not in BACKENDS:
         if backend:
             raise EdgeliteError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
         raise EdgeliteError(f"{path}: unknown model type {path.suffix!r} (expected .tflite or .onnx)")
-    return BACKENDS[name](path, threads)
+    return name
+
+
+def open_backend(path: str | Path, backend: str | None = None, threads: int | None = None,
+                 options: dict | None = None):
+    """Open a model file on the named backend, or the one its suffix calls for, with that backend's
+    `options` (its OPTIONS: e.g. {"xnnpack": False}, {"optimization": "basic"})."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeliteError(f"no such model file: {path}")
+    return BACKENDS[backend_name(path, backend)](path, threads, options)

@@ -1,4 +1,4 @@
-"""`edgelite bundle`: one folder to copy to the device, with the model and what installs it."""
+"""`edgelite bundle`: one folder to copy to the device, with the artifacts that passed and what installs them."""
 from __future__ import annotations
 
 import shutil
@@ -6,11 +6,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from . import __version__
 from .classifier import Classifier, sidecar_path
 from .errors import EdgeliteError
-from .files import prepare_out_dir, write_atomic, write_json
+from .files import find_artifacts, prepare_out_dir, write_atomic, write_json
 
 # Versions checked to publish cp311 linux/aarch64 wheels (manylinux_2_27/2_28, which 64-bit
 # Raspberry Pi OS bookworm's glibc 2.36 accepts) and to classify correctly under emulation
@@ -54,48 +55,102 @@ def _package_folders(pyproject: Path) -> list[str]:
     return sorted(set(tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-dir"].values()))
 
 
-def bundle(model: str | Path, out: str | Path, labels=None, preprocess=None, wheel: bool = True,
-           force: bool = False) -> dict:
-    """Write model (+ metadata), requirements.txt, README.md and, by default, an edgelite wheel."""
-    model = Path(model)
-    clf = Classifier(model, labels=labels, preprocess=preprocess)  # proves it loads and is configured
+MANIFEST = "bundle.json"
+
+
+def bundle(artifacts: str | Path | Sequence[str | Path], out: str | Path, labels=None, preprocess=None,
+           wheel: bool = True, force: bool = False) -> dict:
+    """Write every artifact that passed its gate (files, or the .tflite/.onnx files in folders such as a
+    convert output), each with its metadata, and bundle.json, requirements.txt covering every backend they
+    need, README.md and, by default, an edgelite wheel. The gate is the one recorded at export (parity
+    agreement against min_agreement); a model with no recorded parity (a third-party one) is kept as given.
+    Returns {kind: path or [paths]} of what was written, and what was left out under "excluded"."""
+    paths = find_artifacts([artifacts] if isinstance(artifacts, (str, Path)) else artifacts)
+    kept, excluded = [], []
+    for path in paths:
+        clf = Classifier(path, labels=labels, preprocess=preprocess)  # proves it loads and is configured
+        reason = _below_gate(clf.metadata.get("parity", {}))
+        if reason:
+            excluded.append({"artifact": str(path), "reason": reason})
+        else:
+            kept.append((path, clf))
+    if not kept:
+        raise EdgeliteError("no artifact passed its gate: " + "; ".join(f"{Path(e['artifact']).name} {e['reason']}"
+                                                                      for e in excluded))
+    names = [path.name for path, _ in kept]
+    if len(set(names)) < len(names):
+        raise EdgeliteError(f"two artifacts share a file name: {', '.join(sorted(n for n in names if names.count(n) > 1))}")
     out = prepare_out_dir(out, force)
-    files = {"model": out / model.name}
-    shutil.copyfile(model, files["model"])
-    if labels is not None or preprocess is not None or not clf.metadata:
-        # a model that carries nothing: its flags travel as a sidecar, so the device needs none
-        document = {**clf.metadata, "labels": clf.labels, "preprocess": clf.spec.to_dict()}
-        files["metadata"] = write_json(sidecar_path(files["model"]), document, force)
-    elif sidecar_path(model).is_file():
-        files["metadata"] = out / sidecar_path(model).name
-        shutil.copyfile(sidecar_path(model), files["metadata"])
+    files: dict = {"models": [], "metadata": []}
+    entries = []
+    for path, clf in kept:
+        target = out / path.name
+        shutil.copyfile(path, target)
+        files["models"].append(target)
+        if labels is not None or preprocess is not None or not clf.metadata:
+            # a model that carries nothing: its flags travel as a sidecar, so the device needs none
+            document = {**clf.metadata, "labels": clf.labels, "preprocess": clf.spec.to_dict()}
+            files["metadata"].append(write_json(sidecar_path(target), document, force))
+        elif sidecar_path(path).is_file():
+            files["metadata"].append(out / sidecar_path(path).name)
+            shutil.copyfile(sidecar_path(path), files["metadata"][-1])
+        entries.append(_entry(target, clf))
     requirement = f"edgelite=={__version__}"
     if wheel:
         files["wheel"] = build_wheel(out)
         requirement = f"./{files['wheel'].name}"
-    pins = {**DEVICE_PINS, **BACKEND_PINS[clf.backend.name]}
-    requirements = [f"# edgelite on the device, for {model.name} ({clf.backend.name}); "
+    backends = sorted({clf.backend.name for _, clf in kept})
+    pins = {**DEVICE_PINS, **{k: v for name in backends for k, v in BACKEND_PINS[name].items()}}
+    requirements = [f"# edgelite on the device, for {names[0] if len(names) == 1 else f'{len(names)} artifacts'} ({', '.join(backends)}); "
                     "run pip from this folder", requirement, *(f"{name}=={version}" for name, version in pins.items())]
     files["requirements"] = write_atomic(out / "requirements.txt", "\n".join(requirements) + "\n", force)
-    files["readme"] = write_atomic(out / "README.md", _readme(model.name, clf), force)
-    return {k: str(v) for k, v in files.items()}
+    files["readme"] = write_atomic(out / "README.md", _readme(entries, kept[0][1]), force)
+    manifest = {"schema": 1, "edgelite": __version__, "artifacts": entries, "excluded": excluded,
+                "backends": backends, "requirements": requirements[1:]}
+    files["manifest"] = write_json(out / MANIFEST, manifest, force)
+    written = {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in files.items() if v}
+    return {**written, "excluded": excluded}
 
 
-def _readme(name: str, clf: Classifier) -> str:
+def _below_gate(parity: dict) -> str | None:
+    """Why an artifact failed the gate recorded at its export (None: it passed, or records no gate)."""
+    agreement, gate = parity.get("agreement"), parity.get("min_agreement")
+    if agreement is None or gate is None or agreement >= gate:
+        return None
+    return f"below its gate at export (agreement {agreement:.1%} < {gate:.1%})"
+
+
+def _entry(path: Path, clf: Classifier) -> dict:
+    """An artifact's line in bundle.json: what it is, its size, and the agreement recorded at export."""
     parity = clf.metadata.get("parity", {})
-    checked = (f"At export it agreed with its Keras model on {parity['top1_agreement']:.1%} of "
-               f"{parity['images']} held-back images (top-1).\n" if "top1_agreement" in parity else "")
-    return f"""# {name}
+    return {"file": path.name, "format": clf.metadata.get("format", path.suffix[1:]), "backend": clf.backend.name,
+            "bytes": path.stat().st_size, "check_set": clf.backend.check_set() is not None,
+            **{key: parity.get(key) for key in ("agreement", "top1_agreement", "min_agreement", "images")},
+            "exported_on": parity.get("kernels")}
 
-{clf.output.shape[-1]} classes, input {clf.spec.size[0]}x{clf.spec.size[1]} ({clf.spec.preset} preprocessing),
-run by {clf.backend.name}. {checked}
+
+def _readme(entries: list[dict], clf: Classifier) -> str:
+    name = entries[0]["file"]
+    listed = "\n".join(f"- `{e['file']}` ({e['format']}, {e['backend']}, {e['bytes'] / 1e6:.1f} MB"
+                       + (f", agreed with Keras on {e['agreement']:.1%} of {e['images']} held-back images at export"
+                          if e["agreement"] is not None else ", no recorded agreement") + ")" for e in entries)
+    return f"""# {name if len(entries) == 1 else f"{len(entries)} artifacts of one model"}
+
+{clf.output.shape[-1]} classes, input {clf.spec.size[0]}x{clf.spec.size[1]} ({clf.spec.preset} preprocessing).
+
+{listed}
+
 On the device (64-bit Raspberry Pi OS or any linux/aarch64 or x86-64 with Python 3.11+), in this folder:
 
 ```bash
 python3 -m venv ~/edgelite && ~/edgelite/bin/pip install -r requirements.txt
-~/edgelite/bin/edgelite predict {name} photo.jpg            # files, folders, globs; --json, --annotate DIR
+~/edgelite/bin/edgelite tune .                     # verify each artifact here, time them, record the fastest
+~/edgelite/bin/edgelite predict . photo.jpg        # the recorded choice; files, folders, globs; --json
+~/edgelite/bin/edgelite predict {name} photo.jpg
 ~/edgelite/bin/edgelite bench {name} --data photos/ --quick  # latency, size, accuracy on labeled photos
 ```
 
-No TensorFlow is installed or needed: numpy, Pillow and one inference backend.
+`predict`, `serve` and `bench` given this folder run the artifact `tune` chose (tune.json), and tune
+first when there is no choice yet or it was made on another CPU or other package versions.
+No TensorFlow is installed or needed: numpy, Pillow and the inference backends listed above.
 """

@@ -36,6 +36,21 @@ def cpu_kernels() -> dict:
     return {"machine": platform.machine(), "flags": [f for f in FLAGS if f in flags]}
 
 
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC 7B13"; a Raspberry Pi: its board), else the machine's architecture."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        if fields.get(key):
+            return fields[key]
+    return platform.processor() or platform.machine()
+
+
 def encode(pixels: list[np.ndarray]) -> tuple[list[bytes], list[np.ndarray]]:
     """uint8 [H, W, C] arrays -> JPEG files and the pixels they decode to (what the check uses)."""
     blobs, decoded = [], []

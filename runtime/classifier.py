@@ -121,16 +121,19 @@ class Classifier:
     Labels come from the arguments, else from edgelite's metadata or sidecar, else from the
     standard TFLite Metadata. Preprocessing: the one resolver (runtime/resolve.py) merges what the
     user says over what the model carries. A one-unit head (sigmoid or logit) is two classes; a
-    model with several outputs needs `output` (index or name).
+    model with several outputs needs `output` (index or name). `options`: the backend's speed options
+    (backends.py OPTIONS; what `edgelite tune` chose).
     """
 
     def __init__(self, model: str | Path, backend: str | None = None, threads: int | None = None,
                  labels: Sequence[str] | str | Path | None = None,
-                 preprocess: PreprocessSpec | str | dict | None = None, output: int | str | None = None):
+                 preprocess: PreprocessSpec | str | dict | None = None, output: int | str | None = None,
+                 options: dict | None = None):
         self.path = Path(model)
-        self.backend = open_backend(self.path, backend, threads)
+        self.backend = open_backend(self.path, backend, threads, options)
         self.backend.select_output(output)
         self._choice = (backend, output)
+        self.options = dict(options or {})
         self._idle = queue.SimpleQueue()  # backends not running: an interpreter is not thread-safe
         self._idle.put(self.backend)
         self._singles = queue.SimpleQueue()  # predict_batch's single-threaded interpreters, made once
@@ -222,7 +225,7 @@ class Classifier:
         workers = workers or max(1, min(4, os.cpu_count() or 1))
         with self._growing:  # kept for later calls: opening a model is not free
             while self._singles_made < workers:
-                extra = open_backend(self.path, self._choice[0], threads=1)
+                extra = open_backend(self.path, self._choice[0], threads=1, options=self.options)
                 extra.select_output(self._choice[1])
                 self._singles.put(extra)
                 self._singles_made += 1

@@ -11,6 +11,7 @@ from typing import Iterable
 
 from .errors import EdgeliteError
 
+MODEL_SUFFIXES = (".tflite", ".onnx")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -33,6 +34,21 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
                 found.append(match)
             else:
                 raise EdgeliteError(f"no such file or folder: {match}")
+    return found
+
+
+def find_artifacts(paths: Iterable[str | Path]) -> list[Path]:
+    """Model files, and the .tflite/.onnx files inside folders (e.g. a convert output)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in MODEL_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise EdgeliteError(f"no such model or folder: {path}")
+    if not found:
+        raise EdgeliteError("no .tflite or .onnx artifacts found")
     return found
 
 

@@ -17,7 +17,8 @@ def test_bundle_holds_the_model_requirements_readme_and_wheel(artifact, tmp_path
     assert done.returncode == 0, done.stderr
     names = sorted(p.name for p in out.iterdir())
     wheel = next(n for n in names if n.endswith(".whl"))
-    assert names == sorted(["README.md", "model_int8.tflite", "model_int8.tflite.json", "requirements.txt", wheel])
+    assert names == sorted(["README.md", "bundle.json", "model_int8.tflite", "model_int8.tflite.json",
+                            "requirements.txt", wheel])
     requirements = [line for line in (out / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
     assert requirements[0] == f"./{wheel}"
     assert set(requirements[1:]) == {f"{k}=={v}" for k, v in {**DEVICE_PINS, **BACKEND_PINS["litert"]}.items()}

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import run_cli, shared
 
-COMMANDS = ["demo", "convert", "verify", "inspect", "predict", "serve", "bench", "bundle", "train"]
+COMMANDS = ["demo", "convert", "verify", "inspect", "predict", "serve", "bench", "bundle", "tune", "train"]
 
 
 def test_every_command_has_its_module_and_help():

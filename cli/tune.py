@@ -1,0 +1,86 @@
+"""`edgelite tune`: verify and time every artifact of a bundle on this machine, record the choice."""
+from __future__ import annotations
+
+import json
+import sys
+
+from edgelite.errors import EdgeliteError
+
+
+def add(sub) -> None:
+    p = sub.add_parser("tune", help="choose the fastest right artifact of a bundle on this machine (no TensorFlow)",
+                       description="Verify each artifact of a bundle (edgelite bundle) on this machine's kernels, "
+                                   "time every one that passes round-robin over the settings that matter here "
+                                   "(backend options, threads 1..cores), print the table and record the choice with "
+                                   "this machine in BUNDLE/tune.json (and a plot, tune.png). predict, serve and bench "
+                                   "given the bundle folder use it, and tune again on another CPU or other packages.")
+    p.add_argument("bundle", help="a folder made by edgelite bundle")
+    p.add_argument("--prefer", choices=["fastest", "smallest", "accurate"], default="fastest",
+                   help="fastest (default); smallest file; accurate: the highest agreement verified here (ties: "
+                        "faster)")
+    p.add_argument("--budget-ms", type=float, help="only settings at most this slow (a budget nobody meets: exit 2)")
+    p.add_argument("--runs", type=int, help="rounds of the race (default 20; each round times every setting 3 times)")
+    p.add_argument("--threads", type=int, nargs="+", help="thread counts to try (default 1..cores)")
+    p.add_argument("--json", action="store_true", help="the table and the choice as one JSON document")
+    p.add_argument("--force", action="store_true",
+                   help="measure again even when a choice recorded on this machine exists (without it, a new "
+                        "--prefer or --budget-ms is applied to the recorded table)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from edgelite import tune
+
+    if args.runs is not None and args.runs < 1:
+        raise EdgeliteError("--runs must be at least 1")
+    bundle = Path(args.bundle)
+    tune.read_manifest(bundle)
+    record = tune.read_record(bundle)
+    reason = tune.stale(record, bundle)
+    recorded = (record or {}).get("settings", {})
+    other_threads = args.threads and sorted(set(args.threads)) != recorded.get("threads")
+    if args.force or reason or other_threads or (args.runs and args.runs != recorded.get("rounds")):
+        if not args.json:
+            print(f"tuning {bundle} ({'--force' if args.force or not reason else reason})", file=sys.stderr)
+        say = (lambda line: print(f"  {line}", file=sys.stderr)) if not args.json else None
+        record = tune.tune(bundle, args.prefer, args.budget_ms, rounds=args.runs or 20, threads=args.threads, say=say)
+    else:  # measured here already: the new policy on the recorded table
+        rows = [{**row, "status": "timed" if row["status"] == "chosen" else row["status"]} for row in record["table"]]
+        best = tune.choose(rows, args.prefer, args.budget_ms)
+        best["status"] = "chosen"
+        record = {**record, "table": rows, "policy": {"prefer": args.prefer, "budget_ms": args.budget_ms},
+                  "choice": {k: best[k] for k in record["choice"]}}
+        tune.save(bundle, record)
+        if not args.json:
+            print(f"recorded on this machine {record['date']} (--force measures again)", file=sys.stderr)
+    if args.json:
+        choice = {**record["choice"], "artifact": str(bundle / record["choice"]["artifact"])}
+        print(json.dumps({**record, "choice": choice}))
+        return 0
+    print(table(record))
+    return 0
+
+
+def table(record: dict) -> str:
+    """The tune table for a person: every setting, fastest first, the chosen one marked."""
+    m = record["machine"]
+    width = max(len("artifact"), *(len(r["artifact"]) for r in record["table"]))
+    lines = [f"{m['cpu']} [{' '.join(m['flags'])}], {m['cores']} cores; "
+             f"{', '.join(f'{k} {v}' for k, v in m['packages'].items())}",
+             f"{'':2s}{'artifact':{width}s} {'backend':12s} {'threads':>7s} {'options':18s} {'MB':>6s} "
+             f"{'agree':>6s} {'ms':>7s}  note"]
+    rows = sorted(record["table"], key=lambda r: (r.get("ms") is None, r.get("ms") or 0))
+    for r in rows:
+        agreement = "-" if r.get("agreement") is None else f"{r['agreement']:.1%}"
+        ms = "-" if r.get("ms") is None else f"{r['ms']:.2f}"
+        options = " ".join(f"{k}={v}" for k, v in r["options"].items()) or "default"
+        lines.append(f"{'*' if r['status'] == 'chosen' else ' '} {r['artifact']:{width}s} {r['backend']:12s} "
+                     f"{r['threads']:7d} {options:18s} {r['bytes'] / 1e6:6.2f} {agreement:>6s} {ms:>7s}  "
+                     f"{r.get('note') or ''}")
+    c, policy = record["choice"], record["policy"]
+    budget = f" within {policy['budget_ms']:g} ms" if policy.get("budget_ms") else ""
+    lines.append(f"chosen ({policy['prefer']}{budget}): {c['artifact']} on {c['backend']}, threads {c['threads']}"
+                 + "".join(f", {k}={v}" for k, v in c["options"].items()) + f", {c['ms']:.2f} ms")
+    return "\n".join(lines)
