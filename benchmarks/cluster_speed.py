@@ -124,7 +124,7 @@ def ray_row(model: str, paths: list[str], actors: int, batch_size: int, decode_t
             seconds = timing.end - began
         shutdown_s = time.perf_counter() - began - seconds
         rows = writer.rows
-    steady = timing.steady_rate(rows)
+    steady = timing.steady_rate()
     fixed = seconds - rows / steady if steady else None
     return {"name": f"ray local, {actors} actor(s)" + (", decoding in tasks" if decode_tasks else ""),
             "actors": actors, "photos_per_s": rows / seconds, "seconds": seconds, "connect_s": connect_s,
@@ -184,8 +184,7 @@ def decoded_in_tasks(paths, shipped, classifier, cluster, actors, batch_size, ti
     ds = ds.map_batches(ClassifyInputs, fn_constructor_kwargs={"model": shipped},
                         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, num_cpus=0.5)
     for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        if timing.first is None:
-            timing.first, timing.first_rows = time.perf_counter(), part.num_rows
+        timing.arrived(part.num_rows)
         yield part
     timing.end = time.perf_counter()
 

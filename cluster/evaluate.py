@@ -5,7 +5,7 @@ or ImageNet-style `<wnid>_*.JPEG` with wnids.txt; the same `accuracy`), on every
 per-device measurement: `edgelite bench` without --ray, on the device."""
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +16,8 @@ from edgelite.errors import EdgeliteError
 from .model import ShippedModel
 from .pipeline import classify
 from .session import connect, import_ray
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(artifacts: Sequence[str | Path], data: str | Path, *, address: str | None = "local",
@@ -78,6 +80,6 @@ def evaluate(artifacts: Sequence[str | Path], data: str | Path, *, address: str 
             row["agreement_with"] = rows[0]["name"] if rows else None
             rows.append(row)
             if verbose and errors:
-                print(f"{path.name}: {len(errors)} file(s) could not be read, e.g. {errors[0]}", file=sys.stderr)
+                log.info(f"{path.name}: {len(errors)} file(s) could not be read, e.g. {errors[0]}")
     return {"settings": {"data": str(data), "images": len(files), "limit": limit, "artifacts": [str(p) for p in paths]},
             "cluster": {"address": cluster.address, "nodes": cluster.nodes, "cpus": cluster.cpus}, "rows": rows}

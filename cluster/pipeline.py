@@ -1,6 +1,7 @@
 """Files -> a Ray dataset -> the actor pool -> result tables streamed back to the driver, with progress."""
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -13,20 +14,27 @@ from .model import ShippedModel
 from .session import Cluster, import_ray, pool_size
 from .workers import ClassifyFiles
 
+log = logging.getLogger(__name__)
+
 
 MAX_BLOCKS = 20_000
 
 
 class Timing:
-    """When the stream started and when its first rows came back (the fixed cost of a run: actors started,
+    """When the stream started, when rows came back (the first ones: the fixed cost of a run, actors started and
     the model shipped and opened), and the size of the pool."""
 
     def __init__(self):
         self.start = time.perf_counter()
         self.first: float | None = None
-        self.first_rows = 0
-        self.actors = 0
         self.end: float | None = None
+        self.marks: list[tuple[float, int]] = []  # (time, rows so far) at each table
+        self.actors = 0
+
+    def arrived(self, rows: int) -> None:
+        now = time.perf_counter()
+        self.first = self.first or now
+        self.marks.append((now, rows + (self.marks[-1][1] if self.marks else 0)))
 
     @property
     def start_s(self) -> float | None:
@@ -36,11 +44,15 @@ class Timing:
     def total_s(self) -> float:
         return (self.end or time.perf_counter()) - self.start
 
-    def steady_rate(self, rows: int) -> float | None:
-        """Files per second after the first rows came back: the pool's pace, without the start."""
-        if self.first is None or rows <= self.first_rows or self.total_s <= self.start_s:
+    def steady_rate(self) -> float | None:
+        """Files per second from the time a quarter of the rows were back to the last: the pool's pace once
+        every actor is running, without the start (None for runs too short to tell)."""
+        if len(self.marks) < 4:
             return None
-        return (rows - self.first_rows) / (self.total_s - self.start_s)
+        total = self.marks[-1][1]
+        since, rows = next((t, n) for t, n in self.marks if n >= total / 4)
+        end = self.marks[-1][0]
+        return (total - rows) / (end - since) if end > since else None
 
 
 def classify(paths: Sequence[str], model: ShippedModel, cluster: Cluster, *, actors: int | None = None,
@@ -59,8 +71,8 @@ def classify(paths: Sequence[str], model: ShippedModel, cluster: Cluster, *, act
     size, cpus = pool_size(actors, cluster, blocks)
     timing.actors = size
     if verbose:
-        print(f"ray: {size} actor(s) of {model.name} (sha256 {model.sha256[:12]}, {len(model.data) / 1e6:.1f} MB "
-              f"through the object store), {cpus:g} CPU each; {len(paths)} files", file=sys.stderr)
+        log.info(f"ray: {size} actor(s) of {model.name} (sha256 {model.sha256[:12]}, {len(model.data) / 1e6:.1f} "
+                 f"MB through the object store), {cpus:g} CPU each; {len(paths)} files")
     # the model travels inside the actors' constructor arguments, which Ray Data puts in the object store once
     # for the whole pool: each node fetches its bytes once, whatever the number of actors on it
     ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=blocks)
@@ -71,8 +83,7 @@ def classify(paths: Sequence[str], model: ShippedModel, cluster: Cluster, *, act
     with tqdm(total=len(paths), unit="file", desc=desc, disable=not verbose, smoothing=0.05,
               file=sys.stderr) as bar:
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            if timing.first is None:
-                timing.first, timing.first_rows = time.perf_counter(), table.num_rows
+            timing.arrived(table.num_rows)
             bar.update(table.num_rows)
             yield table
     timing.end = time.perf_counter()

@@ -1,11 +1,12 @@
 """`edgelite predict --ray`: classify every file of an archive on a Ray cluster into one results file."""
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+from edgelite import Classifier
 from edgelite.errors import EdgeliteError
 from edgelite.files import find_images
 
@@ -14,18 +15,22 @@ from .output import ResultsWriter, output_format
 from .pipeline import Timing, classify
 from .session import connect, import_ray
 
+log = logging.getLogger(__name__)
+
 
 def predict_files(artifact: str | Path, sources: Sequence[str | Path], *, address: str | None = "local",
                   out: str | Path | None = None, top_k: int = 5, actors: int | None = None, resume: bool = False,
                   force: bool = False, preprocess=None, labels=None, output: int | str | None = None,
-                  backend: str | None = None, batch_size: int = 16, verbose: bool = True) -> dict:
+                  backend: str | None = None, batch_size: int = 16, verbose: bool = True,
+                  on_ready: Callable[[Classifier], None] | None = None) -> dict:
     """Classify the images under `sources` (files, folders, globs: as `edgelite predict`) with `artifact` on
     the Ray cluster at `address`, writing one row per input to `out` (.parquet, .csv or .jsonl):
     path, indices, labels, scores (top-k, as local `predict` gives them), error (the one line of a file
     that could not be read), artifact, sha256. Returns a summary of the run.
 
     `resume`: the paths already in `out` are skipped and the new rows added to it. Interrupted (Ctrl-C),
-    `out` holds the rows finished so far."""
+    `out` holds the rows finished so far. `on_ready(classifier)` is called once everything is checked
+    (the artifact opened on the driver, `out` accepted), before the cluster is reached."""
     if out is None:
         raise EdgeliteError("--ray needs --out RESULTS.parquet|.csv|.jsonl")
     output_format(out)
@@ -42,11 +47,13 @@ def predict_files(artifact: str | Path, sources: Sequence[str | Path], *, addres
     run = Run(model, out, paths, verbose)
     run.summary["preprocess"] = classifier.spec.to_dict()
     writer = ResultsWriter(out, force=force, resume=resume, sha256=model.sha256)
+    if on_ready is not None:
+        on_ready(classifier)
     try:
         with writer:
             run.go(writer, address, actors=actors, top_k=top_k, batch_size=batch_size)
     except KeyboardInterrupt:
-        print(f"interrupted: {writer.rows} rows in {out} (--resume goes on from there)", file=sys.stderr)
+        log.info(f"interrupted: {writer.rows} rows in {out} (--resume goes on from there)")
         raise
     return run.finish(writer)
 
@@ -65,8 +72,7 @@ class Run:
         todo = [p for p in self.paths if p not in writer.done]
         self.summary["skipped"] = len(self.paths) - len(todo)
         if self.verbose and self.summary["skipped"]:
-            print(f"resume: {self.summary['skipped']} of {len(self.paths)} files already in {self.out}",
-                  file=sys.stderr)
+            log.info(f"resume: {self.summary['skipped']} of {len(self.paths)} files already in {self.out}")
         if not todo:
             return
         with connect(address, verbose=self.verbose) as cluster:
@@ -85,9 +91,9 @@ class Run:
         self.summary.update(done=done, errors=self.errors, rows=writer.rows, seconds=seconds,
                             start_s=timing.start_s if timing else None,
                             files_per_s=done / seconds if done else None,
-                            steady_files_per_s=timing.steady_rate(done) if timing else None)
+                            steady_files_per_s=timing.steady_rate() if timing else None)
         if self.verbose:
             rate = f", {self.summary['files_per_s']:.1f} files/s" if done else ""
-            print(f"{done} files in {seconds:.1f} s{rate}; {self.errors} unreadable; {writer.rows} rows in "
-                  f"{self.out}", file=sys.stderr)
+            log.info(f"{done} files in {seconds:.1f} s{rate}; {self.errors} unreadable; {writer.rows} rows in "
+                     f"{self.out}")
         return self.summary

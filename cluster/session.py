@@ -4,10 +4,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from typing import Iterator, NamedTuple
 
 from edgelite.errors import EdgeliteError, one_line
+
+log = logging.getLogger(__name__)
 
 MISSING = "Ray is not installed: pip install 'edgelite[cluster]'"
 
@@ -64,7 +65,7 @@ def connect(address: str | None = "local", verbose: bool = True) -> Iterator[Clu
             else f"local ({ray.get_runtime_context().gcs_address})"
         cluster = Cluster(where, len(nodes), cpus)
         if verbose:
-            print(f"ray: {cluster.address}, {cluster.nodes} node(s), {cluster.cpus} CPUs", file=sys.stderr)
+            log.info(f"ray: {cluster.address}, {cluster.nodes} node(s), {cluster.cpus} CPUs")
         yield cluster
     finally:
         if started:
