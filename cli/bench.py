@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from edgelite.cluster.options import add_ray_options
+
 from .options import model_choice, preprocess_choice, preprocessing_options
 
 
@@ -28,6 +30,7 @@ def add(sub) -> None:
     p.add_argument("--quick", action="store_true", help="short run: 20 runs, all cores only, 50 images")
     preprocessing_options(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
+    add_ray_options(p, evaluation=True)
     p.set_defaults(run=run)
 
 
@@ -35,6 +38,12 @@ def run(args) -> int:
     from edgelite.benchmarks import report
     from edgelite.benchmarks.bench import bench
 
+    if args.ray is not None:
+        return run_on_ray(args)
+    if args.actors:
+        from edgelite.errors import EdgeliteError
+
+        raise EdgeliteError("--actors goes with --ray")
     models, options, chosen = [], {}, []
     for model in args.models:  # a bundle folder: the artifact and settings tune chose for this machine
         choice = model_choice(model)
@@ -53,4 +62,29 @@ def run(args) -> int:
     print(report.markdown(document["rows"]), end="")
     if document.get("files"):
         print(f"\nwritten: {', '.join(document['files'].values())}")
+    return 0
+
+
+def run_on_ray(args) -> int:
+    """--ray: top-1/top-5 and agreement between the artifacts over the whole labeled set, on a Ray cluster
+    (edgelite.cluster.evaluate); latency stays a local measurement, made on the device without --ray."""
+    from edgelite.benchmarks import report
+    from edgelite.cluster import evaluate
+    from edgelite.errors import EdgeliteError
+    from edgelite.files import prepare_out_dir
+
+    if args.keras:
+        raise EdgeliteError("bench --ray measures the artifacts on the cluster; the Keras reference runs locally "
+                            "(bench --keras without --ray)")
+    out = prepare_out_dir(args.out, args.force) if args.out else None
+    document = evaluate(args.models, args.data, address=args.ray, actors=args.actors,
+                        limit=args.limit or (50 if args.quick else None), preprocess=preprocess_choice(args))
+    rows, settings, cluster = document["rows"], document["settings"], document["cluster"]
+    print(f"\n{settings['images']} images of {settings['data']} on Ray ({cluster['address']}, {cluster['nodes']} "
+          f"node(s), {cluster['cpus']} CPUs); top-1 agreement with {rows[0]['name']}; latency: bench without --ray, "
+          "on the device\n")
+    print(report.markdown(rows), end="")
+    if out is not None:
+        files = report.save(rows, out, document, "edgelite bench --ray")
+        print(f"\nwritten: {', '.join(files.values())}")
     return 0

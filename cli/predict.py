@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from edgelite.cluster.options import add_ray_options
 from edgelite.errors import EdgeliteError
 
 from .options import describe, model_choice, preprocess_choice, preprocessing_options
@@ -27,6 +28,7 @@ def add(sub) -> None:
     p.add_argument("--backend", help="force a backend: litert or onnxruntime")
     p.add_argument("--threads", type=int)
     p.add_argument("--output", help="for a model with several outputs: the one that holds the scores (name or index)")
+    add_ray_options(p, evaluation=False)
     p.set_defaults(run=run)
 
 
@@ -34,6 +36,10 @@ def run(args) -> int:
     from edgelite.classifier import Classifier
     from edgelite.files import find_images
 
+    if args.ray is not None:
+        return run_on_ray(args)
+    if args.out or args.resume or args.actors:
+        raise EdgeliteError("--out, --resume and --actors go with --ray (local predict prints its results)")
     classifier = Classifier(**model_choice(args.model, args.backend, args.threads), labels=args.labels,
                             preprocess=preprocess_choice(args), output=args.output)
     if not args.json:
@@ -88,3 +94,24 @@ def _annotator(folder: str, force: bool):
     except OSError as exc:
         raise EdgeliteError(f"cannot write to {out}: {exc.strerror or exc}") from None
     return lambda result: save_annotated(result.source, result.predictions, out, taken, force)
+
+
+def run_on_ray(args) -> int:
+    """--ray: the files classified on a Ray cluster into --out, one row per input (edgelite.cluster)."""
+    if args.camera is not None or args.annotate:
+        raise EdgeliteError("--ray classifies files into --out: --camera and --annotate are local only")
+    if not args.images:
+        raise EdgeliteError("give images (files, folders or globs)")
+    from edgelite.cluster import predict_files
+
+    def ready(classifier) -> None:
+        if not args.json:
+            print(f"preprocessing: {describe(classifier.spec)}", file=sys.stderr)
+
+    summary = predict_files(args.model, args.images, address=args.ray, out=args.out, top_k=args.top_k,
+                            actors=args.actors, resume=args.resume, force=args.force,
+                            preprocess=preprocess_choice(args), labels=args.labels, output=args.output,
+                            backend=args.backend, on_ready=ready)
+    if args.json:
+        print(json.dumps(summary))
+    return 1 if summary["errors"] else 0

@@ -36,6 +36,8 @@ class ShippedModel:
         """Read and check an artifact on the driver: the Classifier opened here (it validates the file, the
         labels and the preprocessing now, before any cluster work) and the bytes to ship."""
         path = Path(path)
+        if path.is_dir():
+            raise EdgeliteError(f"{path} is a folder: give the .tflite or .onnx file to run on a cluster")
         try:
             data = path.read_bytes()
         except OSError as exc:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, shared
+from conftest import ROOT, run_cli, shared
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("pyarrow")
@@ -178,6 +178,28 @@ def test_evaluate_gives_local_bench_figures(local_ray, artifact, digits):
     scores = [np.concatenate([c.scores(c.prepare(p)) for p, _ in items]) for c in (first, second)]
     assert document["rows"][1]["agreement"] == parity(*scores)["top1_agreement"]
     assert document["rows"][0]["agreement"] == 1.0
+
+
+def test_cli_predict_and_bench_with_ray(local_ray, artifact, photos, digits, tmp_path):
+    """The commands end to end, in this process (the module's Ray instance): exit 1 for the unreadable files,
+    2 for an existing --out, the summary with --json, the table of bench --ray."""
+    import json
+
+    model, out = artifact["tflite-int8"], tmp_path / "results.jsonl"
+    first = run_cli("predict", model, *photos, "--ray", "--out", out)
+    assert first.returncode == 1, first.stderr
+    assert "preprocessing: " in first.stderr and "3 unreadable" in first.stderr
+    assert len(rows_by_path(out)) == len(photos)
+    again = run_cli("predict", model, *photos, "--ray", "--out", out)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    resumed = run_cli("predict", model, *photos, "--ray", "local", "--out", out, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["skipped"] == len(photos)
+    local = run_cli("predict", model, photos[0], "--out", out)
+    assert local.returncode == 2 and "go with --ray" in local.stderr
+    bench = run_cli("bench", artifact["tflite-fp32"], model, "--data", digits, "--ray", "--limit", "60")
+    assert bench.returncode == 0, bench.stderr
+    assert "60 images of" in bench.stdout and bench.stdout.count("| tflite-") == 2
 
 
 def test_options_and_errors_without_a_cluster(tmp_path, monkeypatch):
