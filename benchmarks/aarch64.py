@@ -109,7 +109,7 @@ def prove(model: Path, work: Path, images: list[Path] | None = None, labels=None
     timings["install_s"] = time.perf_counter() - started
     installed = sorted(p.name for p in site.glob("*.dist-info"))
 
-    bundled = Path(files["model"])
+    bundled = Path(files["models"][0])
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(site)}
     emulated = [qemu, "-L", str(python.parents[2]), str(python), "-m", "edgelite.cli"]
     started = time.perf_counter()

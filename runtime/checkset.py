@@ -24,8 +24,17 @@ CHECK_IMAGES = 24
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
 
 
+# the same flags as numpy's CPUID reading names them (numpy knows no avx_vnni, amx_int8 or i8mm)
+CPUID_NAMES = {"avx2": "AVX2", "fma": "FMA3", "avx512f": "AVX512F", "avx512_vnni": "AVX512VNNI", "asimd": "ASIMD",
+               "asimddp": "ASIMDDP"}
+
+
 def cpu_kernels() -> dict:
-    """What decides which integer kernels run here: the machine and its SIMD flags."""
+    """What decides which integer kernels run here: the machine and its SIMD flags.
+
+    /proc/cpuinfo names them, but under qemu-user it is the host's file (`qemu-x86_64 -cpu Haswell` on an
+    AVX-512 host lists avx512f): numpy's own CPUID reading, where it knows a flag, says what this CPU has,
+    and a file that disagrees with it is taken for the host's, so the flags numpy cannot check go too."""
     flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -33,7 +42,18 @@ def cpu_kernels() -> dict:
                 flags.update(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return {"machine": platform.machine(), "flags": [f for f in FLAGS if f in flags]}
+    listed = [f for f in FLAGS if f in flags]
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as cpuid
+    except ImportError:  # numpy 1
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as cpuid
+        except ImportError:
+            cpuid = {}
+    known = [f for f in listed if CPUID_NAMES.get(f) in cpuid]
+    if any(not cpuid[CPUID_NAMES[f]] for f in known):
+        listed = [f for f in known if cpuid[CPUID_NAMES[f]]]
+    return {"machine": platform.machine(), "flags": listed}
 
 
 def cpu_name() -> str:

@@ -159,7 +159,7 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
                 row.update(status="excluded", note=report["why"])
                 continue
             row.update(status="timed", note=report.get("why"), verified_threads=report["threads"])
-            classifiers[len(rows) - 1], x = clf, _sample(clf)
+            classifiers[len(rows) - 1], x = clf, sample_input(clf)
             runs[len(rows) - 1] = lambda clf=clf, x=x: clf.scores(x)
     if not runs:
         raise EdgeliteError("no artifact of the bundle passed verify here: " +
@@ -231,7 +231,7 @@ def _verified(clf: Classifier) -> dict:
     return report
 
 
-def _sample(clf: Classifier) -> np.ndarray:
+def sample_input(clf: Classifier) -> np.ndarray:
     """One prepared input: the first check image when the artifact carries them, else zeros."""
     payload = clf.backend.check_set()
     if payload is not None:

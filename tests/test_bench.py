@@ -148,6 +148,7 @@ def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices()
     ("load", ["{missing}", "--images", "{tmp}", "--out", "{tmp}/old/load.json/x"], "cannot write"),
     ("runtime_speed", ["--model", "{missing}", "--out", "{tmp}/out"], "missing.tflite"),
     ("aarch64", ["{missing}", "--work", "{tmp}/work"], "missing.tflite"),
+    ("tune_check", ["{tmp}"], "no recorded choice"),
 ])
 def test_benchmark_programs_answer_bad_input_with_one_line(program, args, expect, tmp_path):
     """Every benchmark program goes through the CLI's guard (runtime/errors.py): one line, exit 2."""
