@@ -200,10 +200,10 @@ class Handler(BaseHTTPRequestHandler):
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
+        self.server.count(status=status)  # before the client can read the answer and ask /health
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.server.count(status=status)
 
     def _error(self, status: int, message: str, allow: str | None = None) -> None:
         """One line to the log, `{"error": ...}` to the client; the connection is closed after it."""
