@@ -8,9 +8,12 @@ decoding its own files), timed after a warm-up, as `edgelite predict` runs a fol
 `edgelite predict --ray local --out results.parquet` does (a Ray instance started for the run, the model
 shipped through the object store, the actor pool, the results streamed back and written), timed in parts:
 connecting (Ray started), the start of the stream until its first rows (actors started, model opened), and
-the steady rate after that; the fixed cost is the whole wall time less what the photos take at the steady
-rate. `--decode-tasks` adds a row where decoding runs in a separate stage of Ray tasks and only the
-model's input arrays reach the actors (the design not taken: see benchmarks/RESULTS.md).
+the steady rate (from a quarter of the rows back to the last); the fixed cost is the whole wall time less what
+the photos take at the steady rate. CPU ms/photo: user + system time of every process of the run (local: the
+process; Ray: the driver and everything it started, actors, raylet, GCS) per photo, between a quarter and three
+quarters of the rows for Ray: what the machine spends per photo, which other jobs on it do not change much.
+`--decode-tasks` adds a row where decoding runs in a separate stage of Ray tasks and only the model's input
+arrays reach the actors (the design not taken: see benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", nargs="+", required=True, help="image files or folders")
     parser.add_argument("--limit", type=int, help="this many photos (the list repeated if it is shorter)")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="pool sizes (default 1 2)")
-    parser.add_argument("--batch-size", type=int, default=16, help="files per actor call (default 16)")
+    parser.add_argument("--batch-size", type=int, help="files per actor call (default: edgelite.cluster's choice)")
     parser.add_argument("--decode-tasks", action="store_true",
                         help="also the variant that decodes in Ray tasks before the actors (largest pool size)")
     parser.add_argument("--out", help="JSON file for the figures")
@@ -94,12 +97,12 @@ def local_row(model: str, paths: list[str]) -> dict:
     classifier = Classifier(model)
     list(classifier.predict_batch(paths[:8]))  # the per-core interpreters made, as in a second call
     start_s = time.perf_counter() - began
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     results = list(classifier.predict_batch(paths))
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     return {"name": "local predict_batch", "workers": min(4, max(1, os.cpu_count() or 1)),
             "photos_per_s": len(paths) / seconds, "seconds": seconds, "start_s": start_s,
-            "errors": sum(r.error is not None for r in results)}
+            "cpu_ms_per_photo": 1000 * cpu / len(paths), "errors": sum(r.error is not None for r in results)}
 
 
 def ray_row(model: str, paths: list[str], actors: int, batch_size: int, decode_tasks: bool = False) -> dict:
@@ -118,9 +121,14 @@ def ray_row(model: str, paths: list[str], actors: int, batch_size: int, decode_t
             stream = (decoded_in_tasks(paths, shipped, classifier, cluster, actors, batch_size, timing) if decode_tasks
                       else classify(paths, shipped, cluster, actors=actors, batch_size=batch_size, timing=timing,
                                     verbose=False))
+            # (CPU seconds of every process of the run, rows) when a quarter and when three quarters of the rows
+            # are back: the actors are running at both (Ray Data ends them as the stream ends)
+            window: list[tuple[float | None, int]] = []
             for part in stream:
                 writer.write(part)
                 errors += part.num_rows - part.column("error").null_count
+                if len(window) < 2 and writer.rows >= len(paths) * (1 + 2 * len(window)) / 4:
+                    window.append((tree_cpu(), writer.rows))
             seconds = timing.end - began
         shutdown_s = time.perf_counter() - began - seconds
         rows = writer.rows
@@ -129,7 +137,42 @@ def ray_row(model: str, paths: list[str], actors: int, batch_size: int, decode_t
     return {"name": f"ray local, {actors} actor(s)" + (", decoding in tasks" if decode_tasks else ""),
             "actors": actors, "photos_per_s": rows / seconds, "seconds": seconds, "connect_s": connect_s,
             "first_rows_s": timing.start_s, "steady_photos_per_s": steady, "start_s": fixed,
-            "shutdown_s": shutdown_s, "rows": rows, "errors": errors}
+            "shutdown_s": shutdown_s, "rows": rows, "errors": errors,
+            "cpu_ms_per_photo": cpu_per_photo(window)}
+
+
+def cpu_per_photo(window: list[tuple[float | None, int]]) -> float | None:
+    """CPU milliseconds per photo between two (CPU seconds, rows) marks."""
+    if len(window) < 2 or None in (window[0][0], window[1][0]) or window[1][1] <= window[0][1]:
+        return None
+    return 1000 * (window[1][0] - window[0][0]) / (window[1][1] - window[0][1])
+
+
+def tree_cpu(root: int | None = None) -> float | None:
+    """CPU seconds (user + system) used so far by a process and every process under it: here the driver and
+    the local Ray instance it started (GCS, raylet, the workers). None where there is no /proc."""
+    root = root or os.getpid()
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents, used = {}, {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ..., utime, stime
+        parents[int(entry)], used[int(entry)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for pid, seconds in used.items():
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        total += seconds if ancestor == root else 0.0
+    return total
 
 
 class ClassifyInputs:
@@ -174,15 +217,17 @@ def decoded_in_tasks(paths, shipped, classifier, cluster, actors, batch_size, ti
     """The pipeline with decoding in a separate stage of Ray tasks (half a CPU each, actors half a CPU)."""
     import ray
 
-    blocks = max(1, min(len(paths) // batch_size, actors * 16))
+    from edgelite.cluster.pipeline import plan
+
+    actors, _, per_block, blocks = plan(len(paths), actors, cluster, batch_size)
     detail = classifier.input
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
     ds = ds.map_batches(decode, fn_kwargs={"spec": classifier.spec, "dtype": detail.dtype,
                                            "quantization": (detail.scale, detail.zero_point),
                                            "shape": tuple(detail.shape[1:])},
-                        batch_size=batch_size, num_cpus=0.5)
+                        batch_size=None, num_cpus=0.5)
     ds = ds.map_batches(ClassifyInputs, fn_constructor_kwargs={"model": shipped},
-                        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, num_cpus=0.5)
+                        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=None, num_cpus=0.5)
     for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         timing.arrived(part.num_rows)
         yield part
@@ -193,12 +238,14 @@ def table(rows: list[dict]) -> str:
     def cell(value, fmt):
         return fmt.format(value) if value is not None else "-"
 
-    lines = ["| run | photos/s | vs local | steady photos/s | steady vs local | start s | connect s | wall s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | photos/s | vs local | steady photos/s | steady vs local | CPU ms/photo | start s | connect s "
+             "| wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['photos_per_s']:.1f} | {r['vs_local']:.2f}x | "
                      f"{cell(r.get('steady_photos_per_s'), '{:.1f}')} | {cell(r.get('steady_vs_local'), '{:.2f}x')} | "
-                     f"{cell(r.get('start_s'), '{:.2f}')} | {cell(r.get('connect_s'), '{:.2f}')} | {r['seconds']:.1f} |")
+                     f"{cell(r.get('cpu_ms_per_photo'), '{:.2f}')} | "
+                     f"{cell(r.get('start_s'), '{:.2f}')} | {cell(r.get('connect_s'), '{:.2f}')} | "
+                     f"{r['seconds']:.1f} |")
     return "\n".join(lines)
 
 

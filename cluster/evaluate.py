@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(artifacts: Sequence[str | Path], data: str | Path, *, address: str | None = "local",
-             actors: int | None = None, limit: int | None = None, preprocess=None, batch_size: int = 16,
+             actors: int | None = None, limit: int | None = None, preprocess=None, batch_size: int | None = None,
              verbose: bool = True) -> dict:
     """Accuracy of each artifact (files, or folders holding .tflite/.onnx files) on the labeled folder `data`,
     and its agreement with the first artifact, computed on the cluster at `address`.

@@ -1,7 +1,8 @@
-"""How the artifact reaches the workers: the driver reads the model file (and its `.json` sidecar) once and
-puts the bytes in Ray's object store; each actor writes them to a folder of its node's temporary folder
-(named for the digest, once per node) and opens one single-threaded Classifier there. No shared filesystem is needed for the model, and every worker runs
-exactly the bytes the driver hashed."""
+"""How the artifact reaches the workers: the driver reads the model file (and its `.json` sidecar) once, and
+the bytes travel through Ray's object store (inside the actors' constructor arguments, fetched once per node);
+each actor writes them into a folder of its node's temporary folder named for the digest (once per node) and
+opens one single-threaded Classifier there. No shared filesystem is needed for the model, and every worker
+runs exactly the bytes the driver hashed."""
 from __future__ import annotations
 
 import hashlib

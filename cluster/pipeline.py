@@ -17,7 +17,23 @@ from .workers import ClassifyFiles
 log = logging.getLogger(__name__)
 
 
-MAX_BLOCKS = 20_000
+# Files per block (one actor call each): measured on 2 cores, an actor call costs about 25 ms of CPU beyond its
+# files (Ray Data's task and block handling), and the driver about 10 ms per block: 16 files per call spent
+# 6.1 ms of CPU per photo in all, 128 files 3.6 ms (benchmarks/RESULTS.md). Large blocks, but at least
+# BLOCKS_PER_ACTOR per actor so that the pool stays busy to the end and rows come back as it goes.
+MIN_BLOCK, MAX_BLOCK, BLOCKS_PER_ACTOR, MAX_BLOCKS = 16, 256, 8, 20_000
+
+
+def plan(files: int, actors: int | None, cluster: Cluster,
+         batch_size: int | None = None) -> tuple[int, float, int, int]:
+    """(actors, CPUs for each, files per block, blocks) for `files` files: batch_size files per block when
+    given, else as large as keeps BLOCKS_PER_ACTOR blocks for every actor, within MIN_BLOCK..MAX_BLOCK."""
+    wanted, _ = pool_size(actors, cluster)
+    per_block = batch_size or min(MAX_BLOCK, max(MIN_BLOCK, files // (wanted * BLOCKS_PER_ACTOR)))
+    per_block = max(per_block, math.ceil(files / MAX_BLOCKS))
+    blocks = max(1, math.ceil(files / per_block))
+    size, cpus = pool_size(actors, cluster, blocks)
+    return size, cpus, per_block, blocks
 
 
 class Timing:
@@ -56,7 +72,7 @@ class Timing:
 
 
 def classify(paths: Sequence[str], model: ShippedModel, cluster: Cluster, *, actors: int | None = None,
-             top_k: int = 5, probabilities: bool = False, batch_size: int = 16, timing: Timing | None = None,
+             top_k: int = 5, probabilities: bool = False, batch_size: int | None = None, timing: Timing | None = None,
              verbose: bool = True, desc: str = "classified") -> Iterator[pa.Table]:
     """Tables of rows (workers.ROWS, plus `probabilities` if asked) in the order they finish.
 
@@ -64,11 +80,7 @@ def classify(paths: Sequence[str], model: ShippedModel, cluster: Cluster, *, act
     every node (a shared filesystem, or the same copy)."""
     ray = import_ray()
     timing = timing or Timing()
-    # one block of about batch_size files per actor call (more per block past MAX_BLOCKS): each call's rows
-    # come back at once, for the progress line and for what an interruption keeps
-    per_block = max(batch_size, math.ceil(len(paths) / MAX_BLOCKS))
-    blocks = math.ceil(len(paths) / per_block)
-    size, cpus = pool_size(actors, cluster, blocks)
+    size, cpus, per_block, blocks = plan(len(paths), actors, cluster, batch_size)
     timing.actors = size
     if verbose:
         log.info(f"ray: {size} actor(s) of {model.name} (sha256 {model.sha256[:12]}, {len(model.data) / 1e6:.1f} "

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def predict_files(artifact: str | Path, sources: Sequence[str | Path], *, address: str | None = "local",
                   out: str | Path | None = None, top_k: int = 5, actors: int | None = None, resume: bool = False,
                   force: bool = False, preprocess=None, labels=None, output: int | str | None = None,
-                  backend: str | None = None, batch_size: int = 16, verbose: bool = True,
+                  backend: str | None = None, batch_size: int | None = None, verbose: bool = True,
                   on_ready: Callable[[Classifier], None] | None = None) -> dict:
     """Classify the images under `sources` (files, folders, globs: as `edgelite predict`) with `artifact` on
     the Ray cluster at `address`, writing one row per input to `out` (.parquet, .csv or .jsonl):
@@ -36,7 +36,7 @@ def predict_files(artifact: str | Path, sources: Sequence[str | Path], *, addres
     output_format(out)
     if top_k < 1:
         raise EdgeliteError(f"--top-k must be at least 1, got {top_k}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise EdgeliteError(f"batch size must be at least 1, got {batch_size}")
     import_ray()  # a missing Ray is said before any work
     paths = [str(p) for p in find_images(sources)]
