@@ -24,8 +24,8 @@ from .errors import EdgeliteError, one_line
 PROBE_CHANNELS = 64  # 32 pairs of 255 x 127: 64770 each, twice the int16 limit
 
 
-# _probe() serialized (tests/test_int8.py checks they are the same): opening it needs no `onnx` import,
-# which would add 70 ms to every cold start
+# the probe model serialized (tests/test_int8.py builds it with `onnx` and checks they are the same): the device
+# needs no `onnx` import, which would add 70 ms or more to every cold start
 PROBE = (
     "CAg60QoKJgoBeAoDb25lCgd6ZXJvX3U4EgN4X3EiDlF1YW50aXplTGluZWFyCisKA3hfcQoDb25lCgd6ZXJvX3U4EgR4X2RxIhBE"
     "ZXF1YW50aXplTGluZWFyCjMKBndfY29udgoDb25lCgd6ZXJvX3M4Egl3X2NvbnZfZHEiEERlcXVhbnRpemVMaW5lYXIKHwoEeF9k"
@@ -63,69 +63,151 @@ def saturates() -> bool:
     return bool(np.abs(conv - exact).max() > 2 or np.abs(matmul - exact).max() > 2)
 
 
-def _probe():
-    """Q -> DQ -> Conv / MatMul with int8 weights of 127 -> Q -> DQ: onnxruntime fuses both into integer ops."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    def const(name, value):
-        return numpy_helper.from_array(np.asarray(value), name)
-
-    inits = [const("one", np.float32(1)), const("zero_u8", np.uint8(0)), const("zero_s8", np.int8(0)),
-             const("out_scale", np.float32(2**14)),
-             const("w_conv", np.full((4, PROBE_CHANNELS, 1, 1), 127, np.int8)),
-             const("w_mm", np.full((PROBE_CHANNELS, 4), 127, np.int8))]
-    nodes = []
-    for x, w, op, y in (("x", "w_conv", "Conv", "conv"), ("v", "w_mm", "MatMul", "matmul")):
-        nodes += [helper.make_node("QuantizeLinear", [x, "one", "zero_u8"], [f"{x}_q"]),
-                  helper.make_node("DequantizeLinear", [f"{x}_q", "one", "zero_u8"], [f"{x}_dq"]),
-                  helper.make_node("DequantizeLinear", [w, "one", "zero_s8"], [f"{w}_dq"]),
-                  helper.make_node(op, [f"{x}_dq", f"{w}_dq"], [f"{y}_f"]),
-                  helper.make_node("QuantizeLinear", [f"{y}_f", "out_scale", "zero_u8"], [f"{y}_q"]),
-                  helper.make_node("DequantizeLinear", [f"{y}_q", "out_scale", "zero_u8"], [f"{y}_r"]),
-                  helper.make_node("Div", [f"{y}_r", "out_scale"], [y])]
-    graph = helper.make_graph(
-        nodes, "u8s8_saturation_probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, PROBE_CHANNELS, 2, 2]),
-         helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, PROBE_CHANNELS])],
-        [helper.make_tensor_value_info("conv", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("matmul", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # any runtime since 1.14
-
-
 def as_uint8(path: Path) -> tuple[bytes, int] | tuple[None, int]:
     """The model with its int8 QDQ weights re-encoded as uint8 (same dequantized values), and how many.
 
-    Only initializers that DequantizeLinear alone reads (values at input 0, zero points at input 2)
-    are changed; returns (None, 0) when there is nothing to re-encode.
+    Only initializers that DequantizeLinear alone reads (values at input 0, zero points at input 2) are
+    changed; returns (None, 0) when there is nothing to re-encode. The file is rewritten with a few lines of
+    protobuf wire format: only the changed initializers and the messages that hold them are re-serialized
+    (`onnx` would cost every cold start its import, hundreds of ms on a small board).
     """
     try:
-        import onnx
-        from onnx import TensorProto, numpy_helper
-    except ImportError:
-        raise EdgeliteError("this CPU needs the onnx package to run int8 ONNX exactly: pip install 'edgelite[onnx]'") \
-            from None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise EdgeliteError(f"{path}: cannot read ({one_line(exc)})") from None
     try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf's DecodeError and onnx's own
-        raise EdgeliteError(f"{path}: not a valid ONNX model ({one_line(exc)})") from None
-    inits = {i.name: i for i in model.graph.initializer}
+        graph = next((s, e) for f, _, s, e in _fields(data, 0, len(data)) if f == GRAPH)
+        nodes, inits = [], {}
+        for field, _, start, end in _fields(data, *graph):
+            if field == NODE:
+                nodes.append(_node(data, start, end))
+            elif field == INITIALIZER:
+                inits[_name(data, start, end)] = (start, end)
+        int8 = {name for name, span in inits.items() if _type(data, *span) == INT8}
+    except (StopIteration, IndexError, ValueError):
+        raise EdgeliteError(f"{path}: not a valid ONNX model (unreadable protobuf)") from None
     users = defaultdict(list)
-    for node in model.graph.node:
-        for index, name in enumerate(node.input):
+    for op, inputs in nodes:
+        for index, name in enumerate(inputs):
             if name in inits:
-                users[name].append((node, index))
-    int8 = {n for n, i in inits.items() if i.data_type == TensorProto.INT8}
+                users[name].append((op, inputs, index))
 
     def only_dequantized(name: str, index: int) -> bool:
-        return all(n.op_type == "DequantizeLinear" and k == index and len(n.input) == 3
-                   and n.input[0] in int8 and n.input[2] in int8 for n, k in users[name])
+        return all(op == "DequantizeLinear" and k == index and len(inputs) == 3 and inputs[0] in int8
+                   and inputs[2] in int8 for op, inputs, k in users[name])
 
-    pairs = {(n.input[0], n.input[2]) for n in model.graph.node
-             if n.op_type == "DequantizeLinear" and len(n.input) == 3 and n.input[0] in int8 and n.input[2] in int8
-             and only_dequantized(n.input[0], 0) and only_dequantized(n.input[2], 2)}
+    pairs = {(inputs[0], inputs[2]) for op, inputs in nodes
+             if op == "DequantizeLinear" and len(inputs) == 3 and inputs[0] in int8 and inputs[2] in int8
+             and only_dequantized(inputs[0], 0) and only_dequantized(inputs[2], 2)}
     if not pairs:
         return None, 0
-    for name in {name for pair in pairs for name in pair}:
-        value = numpy_helper.to_array(inits[name]).astype(np.int16) + 128
-        inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.uint8), name))
-    return model.SerializeToString(), len(pairs)
+    changed = {inits[name]: _as_uint8_tensor(data, *inits[name]) for name in {n for pair in pairs for n in pair}}
+    new_graph = _rewrite(data, *graph, {(INITIALIZER, start): body for (start, _), body in changed.items()})
+    return _rewrite(data, 0, len(data), {(GRAPH, graph[0]): new_graph}), len(pairs)
+
+
+# ONNX protobuf field numbers (onnx.proto): ModelProto.graph; GraphProto.node, .initializer; NodeProto.input,
+# .op_type; TensorProto.data_type, .int32_data, .name, .raw_data; TensorProto.DataType INT8 and UINT8
+GRAPH, NODE, INITIALIZER = 7, 1, 5
+NODE_INPUT, NODE_OP = 1, 4
+TENSOR_TYPE, TENSOR_INT32, TENSOR_NAME, TENSOR_RAW = 2, 5, 8, 9
+INT8, UINT8 = 3, 2
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def _encode(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _fields(data: bytes, start: int, end: int):
+    """(field number, wire type, value start, value end) of each field of the message in data[start:end]."""
+    return ((field, wire, s, e) for field, wire, _, s, e in _spans(data, start, end))
+
+
+def _spans(data: bytes, start: int, end: int):
+    """(field number, wire type, key start, value start, value end) of each field in data[start:end]."""
+    at = start
+    while at < end:
+        begin = at
+        key, at = _varint(data, at)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, after = _varint(data, at)
+        elif wire == 2:
+            length, at = _varint(data, at)
+            after = at + length
+        elif wire in (1, 5):
+            after = at + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"wire type {wire}")
+        if after > end:
+            raise ValueError("field runs past its message")
+        yield field, wire, begin, at, after
+        at = after
+
+
+def _strings(data: bytes, start: int, end: int, field: int) -> list[str]:
+    return [data[s:e].decode("utf-8", "replace") for f, w, s, e in _fields(data, start, end) if f == field and w == 2]
+
+
+def _node(data: bytes, start: int, end: int) -> tuple[str, list[str]]:
+    return "".join(_strings(data, start, end, NODE_OP)), _strings(data, start, end, NODE_INPUT)
+
+
+def _name(data: bytes, start: int, end: int) -> str:
+    return "".join(_strings(data, start, end, TENSOR_NAME))
+
+
+def _type(data: bytes, start: int, end: int) -> int | None:
+    return next((_varint(data, s)[0] for f, w, s, _ in _fields(data, start, end) if f == TENSOR_TYPE and w == 0), None)
+
+
+def _as_uint8_tensor(data: bytes, start: int, end: int) -> bytes:
+    """An INT8 TensorProto as UINT8 with every value + 128 (an int8 byte XOR 0x80), its values as raw_data
+    (from raw_data, or from int32_data, packed or not, as small zero points are stored); every other field
+    as it was."""
+    kept, raw, values = bytearray(), b"", []
+    for field, wire, s, e in _fields(data, start, end):
+        if field == TENSOR_RAW and wire == 2:
+            raw = (np.frombuffer(data, np.uint8, e - s, s) ^ 0x80).tobytes()
+        elif field == TENSOR_INT32 and wire == 2:  # packed varints
+            at = s
+            while at < e:
+                value, at = _varint(data, at)
+                values.append(value)
+        elif field == TENSOR_INT32 and wire == 0:
+            values.append(_varint(data, s)[0])
+        elif field != TENSOR_TYPE:
+            kept += _encode(field << 3 | wire) + (_encode(e - s) if wire == 2 else b"") + data[s:e]
+    if values:  # int32 varints: two's complement in 64 bits; + 128 wraps an int8 into 0..255
+        raw = ((np.asarray(values, np.uint64).astype(np.int64) + 128) & 0xFF).astype(np.uint8).tobytes()
+    return (bytes(kept) + _encode(TENSOR_TYPE << 3) + _encode(UINT8)
+            + _encode(TENSOR_RAW << 3 | 2) + _encode(len(raw)) + raw)
+
+
+def _rewrite(data: bytes, start: int, end: int, replaced: dict) -> bytes:
+    """The message in data[start:end] with the length-delimited fields keyed (field, value start) in
+    `replaced` given new contents; everything else copied as it was."""
+    out, at = [], start
+    for field, wire, begin, s, e in _spans(data, start, end):
+        body = replaced.get((field, s))
+        if body is not None:
+            out += [data[at:begin], _encode(field << 3 | 2), _encode(len(body)), body]
+            at = e
+    out.append(data[at:end])
+    return b"".join(out)

@@ -52,6 +52,35 @@ def qdq(tmp_path_factory):
     return path, x[:, 0]
 
 
+def probe_model():
+    """Q -> DQ -> Conv / MatMul with int8 weights of 127 -> Q -> DQ: onnxruntime fuses both into integer ops."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name, value):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    inits = [const("one", np.float32(1)), const("zero_u8", np.uint8(0)), const("zero_s8", np.int8(0)),
+             const("out_scale", np.float32(2**14)),
+             const("w_conv", np.full((4, int8.PROBE_CHANNELS, 1, 1), 127, np.int8)),
+             const("w_mm", np.full((int8.PROBE_CHANNELS, 4), 127, np.int8))]
+    nodes = []
+    for x, w, op, y in (("x", "w_conv", "Conv", "conv"), ("v", "w_mm", "MatMul", "matmul")):
+        nodes += [helper.make_node("QuantizeLinear", [x, "one", "zero_u8"], [f"{x}_q"]),
+                  helper.make_node("DequantizeLinear", [f"{x}_q", "one", "zero_u8"], [f"{x}_dq"]),
+                  helper.make_node("DequantizeLinear", [w, "one", "zero_s8"], [f"{w}_dq"]),
+                  helper.make_node(op, [f"{x}_dq", f"{w}_dq"], [f"{y}_f"]),
+                  helper.make_node("QuantizeLinear", [f"{y}_f", "out_scale", "zero_u8"], [f"{y}_q"]),
+                  helper.make_node("DequantizeLinear", [f"{y}_q", "out_scale", "zero_u8"], [f"{y}_r"]),
+                  helper.make_node("Div", [f"{y}_r", "out_scale"], [y])]
+    graph = helper.make_graph(
+        nodes, "u8s8_saturation_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, int8.PROBE_CHANNELS, 2, 2]),
+         helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, int8.PROBE_CHANNELS])],
+        [helper.make_tensor_value_info("conv", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("matmul", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # any runtime since 1.14
+
+
 def run(model, x, level="ORT_ENABLE_ALL"):
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
@@ -82,6 +111,36 @@ def test_uint8_encoding_keeps_every_dequantized_weight(qdq):
     old, new = dequantized(before), dequantized(after)
     assert old.keys() == new.keys() and all(np.array_equal(old[k], new[k]) for k in old)
     assert int8.as_uint8(path.with_name("model.onnx")) == (None, 0)  # a float model: nothing to re-encode
+
+
+def test_re_encoding_reads_values_stored_as_int32_data(tmp_path):
+    """Weights and zero points stored as int32_data (negative ones as 10-byte varints) instead of raw_data:
+    the same dequantized values after re-encoding."""
+    from onnx import TensorProto, helper
+
+    q = helper.make_tensor("q", TensorProto.INT8, [6], [-128, -3, 0, 5, 100, 127])
+    zero = helper.make_tensor("zero", TensorProto.INT8, [], [-7])
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [0.5])
+    graph = helper.make_graph([helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["y"])], "dq", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6])], [q, scale, zero])
+    path = tmp_path / "dq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    exact, count = int8.as_uint8(path)
+    assert count == 1
+    after = {i.name: i for i in onnx.load_from_string(exact).graph.initializer}
+    assert after["q"].data_type == after["zero"].data_type == TensorProto.UINT8
+    want = (np.array([-128, -3, 0, 5, 100, 127]) + 7) * 0.5
+    for model in (str(path), exact):
+        assert np.array_equal(ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {})[0], want)
+
+
+def test_a_file_that_is_not_onnx_is_one_clear_error(tmp_path):
+    from edgelite.errors import EdgeliteError
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x3a\xff\xff\xff\x0f not a protobuf")
+    with pytest.raises(EdgeliteError, match="not a valid ONNX model"):
+        int8.as_uint8(bad)
 
 
 def test_uint8_kernels_compute_the_exact_sums_on_every_cpu(qdq):
@@ -123,7 +182,7 @@ def test_a_float_model_never_runs_the_probe(qdq, monkeypatch):
 def test_the_stored_probe_is_the_built_one():
     import base64
 
-    assert base64.b64decode(int8.PROBE) == int8._probe().SerializeToString()
+    assert base64.b64decode(int8.PROBE) == probe_model().SerializeToString()
 
 
 def test_probe_expects_the_exact_answer():
@@ -131,7 +190,7 @@ def test_probe_expects_the_exact_answer():
     exact = int8.PROBE_CHANNELS * 255 * 127 / 2**14
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    floating = ort.InferenceSession(int8._probe().SerializeToString(), options, providers=["CPUExecutionProvider"])
+    floating = ort.InferenceSession(probe_model().SerializeToString(), options, providers=["CPUExecutionProvider"])
     for out in floating.run(None, {"x": x, "v": x[:, :, 0, 0]}):
         assert np.abs(out - exact).max() <= 0.5
 
