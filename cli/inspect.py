@@ -22,7 +22,7 @@ def add(sub) -> None:
 
 def run(args) -> int:
     from edgelite.classifier import Classifier
-    from edgelite.layers import format_table, format_tries
+    from edgelite.layers import format_table, format_tries, method_label
 
     clf = Classifier(args.model)
     meta = clf.metadata
@@ -42,7 +42,7 @@ def run(args) -> int:
     rescue = recipe.get("rescue")
     if rescue:
         kept = (", ".join(rescue["excluded"]) or "none") if rescue.get("passed") else "none (no try passed)"
-        method = f"; calibration: {rescue['method']}" if rescue.get("passed") and rescue.get("method") else ""
+        method = f"; {method_label(rescue['method'])}" if rescue.get("passed") and rescue.get("method") else ""
         print(f"  rescue: {format_tries(rescue['tries'])}{method}; kept in float: {kept}")
     if args.float_model:
         layers = _onnx_report_now(clf, Path(args.float_model), Path(args.model))
@@ -50,10 +50,10 @@ def run(args) -> int:
         report = Path(args.model).with_name(rescue["report"]) if rescue and rescue.get("report") else None
         layers = json.loads(report.read_text()) if report and report.is_file() else None
     if layers:
-        key = "sqnr_db" if Path(args.model).suffix == ".onnx" else "rmse_scale"
+        key = (rescue or {}).get("key") or ("sqnr_db" if Path(args.model).suffix == ".onnx" else "rmse_scale")
         print(format_table(layers, key, worst=args.worst))
     elif recipe.get("weights") == "int8":
-        print("  no per-layer report stored (written when an int8 export is rescued); "
+        print("  no per-layer report stored (written when an int8 or dynamic-range export is rescued); "
               "for ONNX pass --float MODEL_fp32.onnx to compute one")
     return 0
 

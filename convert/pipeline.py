@@ -19,7 +19,7 @@ from edgelite.backends import CHECK_KEY, open_backend, output_index
 from edgelite.classifier import Classifier, are_probabilities, scores_from_output, sidecar_path
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, prepare_out_dir, write_json
-from edgelite.layers import format_table, format_tries
+from edgelite.layers import format_table, format_tries, method_label
 from edgelite.parity import NEAR_TIE, min_agreement, parity
 from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
 from edgelite.quiet import quiet
@@ -30,6 +30,9 @@ from .resolve import keras_facts, resolve_labels, resolve_spec
 
 log = logging.getLogger(__name__)
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
+RESCUED = ("int8", "dynamic")  # precisions whose exports below their gate are rescued (`_Exporter.rescued`)
+# the per-layer report's measure, by format: lower is worse for dB, higher for the others (layers.worst_first)
+REPORT_KEYS = {"tflite-int8": "rmse_scale", "tflite-dynamic": "output_sqnr_db", "onnx-int8": "sqnr_db"}
 SCHEMA = 1
 
 
@@ -38,7 +41,8 @@ class Artifact:
     format: str
     path: Path | None
     size: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of its export, shared work it was the first to need included
+    cpu_seconds: float = 0.0  # CPU time of this process (all threads) in that export
     parity: dict = field(default_factory=dict)
     passed: bool = False
     error: str | None = None
@@ -88,8 +92,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     differing top-1 that Keras scored within `near_tie` of its own counts as agreeing (parity.py).
     `mirror` adds each calibration image's mirror image to the calibration set: twice the
     samples for the activation ranges without touching the check images (on MobileNetV2 with
-    125 photos: int8 agreement 97.6 % -> 99.2 % for TFLite and for ONNX). An int8 artifact below its
-    gate is `rescue`d: a per-layer error report, then the fewest layers kept in float that pass.
+    125 photos: int8 agreement 97.6 % -> 99.2 % for TFLite and for ONNX). An int8 or dynamic-range artifact
+    below its gate is `rescue`d: a per-layer error report, then the fewest layers kept in float that pass.
     Each artifact carries a check set (`edgelite verify` on the device). `done(artifact)` is called as each
     format is finished (default: its summary line is logged).
     """
@@ -102,6 +106,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     needs_calibration = any(f.endswith("int8") for f in formats)
     if needs_calibration and not calibration:
         raise EdgeliteError("no calibration images (int8 formats need some)")
+    needs_calibration = needs_calibration or ("tflite-dynamic" in formats and rescue and bool(calibration))
     out_dir = prepare_out_dir(out_dir, force)
     import_tensorflow()
     model = choose_output(load_model(model_path, unsafe, weights), output)
@@ -208,6 +213,8 @@ class _Exporter:
     rescue: bool = True
     near_tie: float = NEAR_TIE
     _float_means: dict | None = None
+    _dynamic_layers: object = None
+    _saved_model: Path | bool | None = None
 
     def calibration_batches(self):
         return (self.calib[i:i + 1] for i in range(len(self.calib)))
@@ -219,12 +226,35 @@ class _Exporter:
             onnx_export.to_onnx(self.model, path, self.nchw)
         return path
 
-    def tflite_fp32(self) -> bytes:
-        """The float TFLite conversion, made once: tflite-fp32, and the reference of int8 bias correction."""
-        path = self.tmp / "float.tflite"
+    def saved_model(self) -> Path | None:
+        """The Keras model exported once for every TFLite conversion (the converter would export it each time)."""
+        if self._saved_model is None:
+            with quiet():
+                self._saved_model = tflite.export_saved_model(self.model, self.tmp / "saved_model") or False
+        return self._saved_model or None
+
+    def tflite(self, kind: str) -> bytes:
+        """A TFLite conversion of the Keras model (fp32, fp16, dynamic), made once: fp32 is also what int8 is
+        calibrated from and the reference of bias correction, dynamic what its rescue starts from."""
+        path = self.tmp / f"{kind}.tflite"
         if not path.exists():
             with quiet():
-                path.write_bytes(tflite.to_tflite(self.model, "fp32"))
+                path.write_bytes(tflite.to_tflite(self.model, kind, saved_model=self.saved_model()))
+        return path.read_bytes()
+
+    def tflite_fp32(self) -> bytes:
+        return self.tflite("fp32")
+
+    def tflite_dynamic(self) -> bytes:
+        return self.tflite("dynamic")
+
+    def calibrated(self) -> bytes:
+        """The float conversion with its tensor ranges over the calibration set, measured once: every full-int8
+        build (the first, each rescue try, the per-layer report) is a quantization of it."""
+        path = self.tmp / "calibrated.tflite"
+        if not path.exists():
+            with quiet():
+                path.write_bytes(tflite.calibrate(self.tflite_fp32(), self.calibration_batches))
         return path.read_bytes()
 
     def float_means(self) -> dict:
@@ -235,20 +265,29 @@ class _Exporter:
                 self._float_means = bias.input_means(self.tflite_fp32(), self.calibration_batches)
         return self._float_means
 
+    def dynamic_layers(self):
+        """The dynamic-range model's weight-quantized layers, each of which its rescue can keep in float."""
+        if self._dynamic_layers is None:
+            from .rescue import DynamicLayers
+
+            self._dynamic_layers = DynamicLayers(self.tflite_dynamic(), self.tflite_fp32())
+        return self._dynamic_layers
+
     def export(self, fmt: str) -> Artifact:
-        """Convert, verify the file as the device opens it, rescue a failed int8, put it in place."""
+        """Convert, verify the file as the device opens it, rescue a failed int8 or dynamic-range export, put it
+        in place."""
         artifact = Artifact(fmt, None)
         family, precision = fmt.split("-", 1)
         final = self.out_dir / f"{self.stem}_{precision}.{family}"
         staged = self.tmp / final.name
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             least = min_agreement(precision, self.thresholds)
             recipe = self.build(family, precision, staged)
             classifier, artifact.scores = self.measure(staged, family, precision, recipe)
             artifact.parity = parity(self.reference, artifact.scores, self.near_tie)
-            if artifact.parity["agreement"] < least and precision == "int8" and self.rescue:
-                recipe = self.rescued(family, staged, artifact, least, recipe)
+            if artifact.parity["agreement"] < least and precision in RESCUED and self.rescue:
+                recipe = self.rescued(family, precision, staged, artifact, least, recipe)
                 classifier, artifact.scores = self.measure(staged, family, precision, recipe)
                 artifact.parity = parity(self.reference, artifact.scores, self.near_tie)
             artifact.passed = artifact.parity["agreement"] >= least
@@ -268,25 +307,26 @@ class _Exporter:
             artifact.error = str(exc)
         except Exception as exc:  # one format's failure must not stop the others
             artifact.error = f"{type(exc).__name__}: {one_line(exc)}"
-        artifact.seconds = time.perf_counter() - started
+        artifact.seconds, artifact.cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
         return artifact
 
     def build(self, family: str, precision: str, staged: Path, exclude: Sequence[str] = (),
               method: str = "minmax") -> dict:
         """Write the bare converted model to `staged`; returns its quantization recipe. `exclude` and
-        `method` (the calibration method: ONNX only) are the rescue's."""
+        `method` (ONNX: the calibration method; TFLite dynamic range: "bias_correction") are the rescue's."""
         recipe = self.recipe(family, precision)
         with quiet():
             if family == "tflite":
-                if exclude:
-                    from . import rescue
-
-                    data = rescue.tflite_with_fallback(self.model, self.calibration_batches, list(exclude), self.io_type)
-                elif precision == "fp32":
-                    data = self.tflite_fp32()  # made once: also int8's bias correction reference
+                corrected = precision == "int8" or method == "bias_correction"  # dynamic range: a rescue's try
+                if corrected and self.calib is None:
+                    raise EdgeliteError("full int8 and bias correction need calibration images")
+                if precision == "dynamic" and exclude:
+                    data = self.dynamic_layers().with_float(exclude)
+                elif precision == "int8":
+                    data = tflite.quantize_calibrated(self.calibrated(), self.io_type, exclude)
                 else:
-                    data = tflite.to_tflite(self.model, precision, self.calibration_batches, self.io_type)
-                if precision == "int8":
+                    data = self.tflite(precision)  # made once: fp32 is also int8's bias correction reference
+                if corrected:
                     data, recipe["bias_correction"] = bias.correct_tflite(data, self.tflite_fp32(), self.float_means())
                 staged.write_bytes(data)
                 if exclude:
@@ -320,22 +360,26 @@ class _Exporter:
         inputs = self.checks.transpose(0, 3, 1, 2) if classifier.spec.layout == "NCHW" else self.checks
         return classifier, np.concatenate([classifier.scores(classifier.prepare(x[None])) for x in inputs])
 
-    def rescued(self, family: str, staged: Path, artifact: Artifact, least: float, recipe: dict) -> dict:
+    def rescued(self, family: str, precision: str, staged: Path, artifact: Artifact, least: float,
+                recipe: dict) -> dict:
         """The least float fallback that passes the gate, chosen from a per-layer error report;
         the report is written beside the artifact. Leaves the chosen model in `staged`."""
         from . import rescue
 
         log.info(f"  {artifact.format:15s} agreement {artifact.parity['agreement']:.1%} < {least:.1%}: "
-                 "per-layer report, then " + ("other calibration methods and " if family == "onnx" else "")
+                 "per-layer report, then " + {"onnx-int8": "other calibration methods and ",
+                                              "tflite-dynamic": "bias correction and "}.get(artifact.format, "")
                  + "float fallback of the worst layers")
         sample = self.checks[:16].transpose(0, 3, 1, 2) if family == "onnx" and self.nchw else self.checks[:16]
         with quiet():
             if family == "onnx":
                 layers = rescue.onnx_layer_report(self.onnx_fp32(), staged, sample, "input")
+            elif precision == "dynamic":
+                layers = rescue.tflite_dynamic_layer_report(self.tflite_dynamic(), self.tflite_fp32(), sample)
             else:
-                layers = rescue.tflite_layer_report(self.model, self.calibration_batches, sample, self.io_type)
-        key = "sqnr_db" if family == "onnx" else "rmse_scale"
-        stem = self.out_dir / f"{self.stem}_int8.{family}"
+                layers = rescue.tflite_layer_report(self.calibrated(), sample, self.io_type)
+        key = REPORT_KEYS[artifact.format]
+        stem = self.out_dir / f"{self.stem}_{precision}.{family}"
         rescue.write_report(layers, stem, f"{artifact.format}: per-layer quantization error", key)
         log.info(format_table(layers, key, worst=5))
         plain_size, plain_ms = staged.stat().st_size, _latency(staged)
@@ -344,26 +388,33 @@ class _Exporter:
         built = {}
 
         def evaluate(excluded: list[str], method: str = "minmax") -> float:
-            built["recipe"] = self.build(family, "int8", trial, excluded, method)
-            return parity(self.reference, self.measure(trial, family, "int8", built["recipe"])[1],
+            built.update(recipe=self.build(family, precision, trial, excluded, method), of=(excluded, method))
+            return parity(self.reference, self.measure(trial, family, precision, built["recipe"])[1],
                           self.near_tie)["agreement"]
 
-        # the TFLite converter calibrates min/max only
-        found = rescue.fallback_search(layers, evaluate, least, key,
-                                       methods=("percentile", "entropy") if family == "onnx" else ())
+        # ONNX: other calibration methods (the TFLite converter calibrates min/max only); TFLite dynamic range:
+        # bias correction, then layers in float on top of it where it helped, the count bisected (a try is
+        # milliseconds of flatbuffer editing, not a conversion)
+        methods = {"onnx-int8": ("percentile", "entropy"), "tflite-dynamic": ("bias_correction",)}
+        dynamic = artifact.format == "tflite-dynamic"
+        found = rescue.fallback_search(layers, evaluate, least, key, methods=methods.get(artifact.format, ()),
+                                       baseline=artifact.parity["agreement"] if dynamic else None,
+                                       max_layers=len(layers) if dynamic else 8, refine=dynamic)
         log.info(f"  {artifact.format:15s} {format_tries(found['tries'])}")
+        record = {"key": key, "report": f"{stem.name}.layers.json"}
         if not found["passed"]:
-            return {**recipe, "rescue": {**found, "report": f"{stem.name}.layers.json"}}
-        # the search stops at the first try that passes: the trial last built is the one, kept as it is
+            return {**recipe, "rescue": {**found, **record}}
+        if built["of"] != (found["excluded"], found.get("method", "minmax")):  # a bisection's later try failed
+            evaluate(found["excluded"], found.get("method", "minmax"))
+        # the trial last built is the one that passed, kept as it is
         cost = {"size_bytes": trial.stat().st_size - plain_size, "latency_ms": round(_latency(trial) - plain_ms, 3)}
         os.replace(self.tmp / (trial.name + ".bare") if family == "tflite" else trial, staged)
         new = built["recipe"]
-        change = [f"{found['method']} calibration"] if found.get("method") else []
+        change = [method_label(found["method"])] if found.get("method") else []
         change += [f"kept in float: {', '.join(found['excluded'])}"] if found["excluded"] else []
         log.info(f"  {artifact.format:15s} {', '.join(change)}; costs "
                  f"{cost['size_bytes'] / 1e3:+.0f} KB and {cost['latency_ms']:+.2f} ms per image here")
-        return {**new, "rescue": {**found, "cost": cost, "from_agreement": artifact.parity["agreement"],
-                                  "report": f"{stem.name}.layers.json"}}
+        return {**new, "rescue": {**found, "cost": cost, "from_agreement": artifact.parity["agreement"], **record}}
 
     def recipe(self, family: str, precision: str) -> dict:
         recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}

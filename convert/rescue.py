@@ -1,5 +1,6 @@
 """Per-layer quantization error reports (onnxruntime's qdq_loss_debug, TFLite's
-QuantizationDebugger) and the search for the smallest float fallback that passes a gate."""
+QuantizationDebugger, and for TFLite dynamic range each layer's effect on the output) and the search for
+the smallest float fallback that passes a gate."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +10,7 @@ import math
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -71,24 +72,14 @@ def onnx_layer_report(float_path: Path, qdq_path: Path, inputs: np.ndarray, inpu
     return [row for _, row in sorted(rows, key=lambda r: r[0])]
 
 
-def _int8_converter(keras_model, calibration: Callable[[], Iterable[np.ndarray]], fallback: bool):
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([np.asarray(x, np.float32)] for x in calibration())
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + ([tf.lite.OpsSet.TFLITE_BUILTINS] if fallback else [])
-    converter.target_spec.supported_ops = ops
-    return converter
-
-
-def tflite_layer_report(keras_model, calibration: Callable[[], Iterable[np.ndarray]], inputs: np.ndarray,
-                        io_type: str) -> list[dict]:
-    """One row per quantized layer of the full-int8 TFLite model, in execution order: TF's
-    recipe (range, rmse/scale) and an SQNR from the layer's float signal power over its MSE.
-    The error is per layer (float and int8 op fed the same input), as the debugger measures it.
+def tflite_layer_report(calibrated: bytes, inputs: np.ndarray, io_type: str = "int8") -> list[dict]:
+    """One row per quantized layer of the full-int8 TFLite model made from `calibrated` (tflite.calibrate), in
+    execution order: TF's recipe (range, rmse/scale) and an SQNR from the layer's float signal power over its
+    MSE. The error is per layer (float and int8 op fed the same input), as QuantizationDebugger measures it.
     `io_type` does not change the body's quantization and is accepted for symmetry."""
     import tensorflow as tf
+
+    from .tflite import quantize_calibrated
 
     def data():
         return ([np.asarray(x, np.float32)[None]] for x in inputs)
@@ -96,12 +87,10 @@ def tflite_layer_report(keras_model, calibration: Callable[[], Iterable[np.ndarr
     power = {"signal_power": lambda f, q, scale, zp: float(np.mean(np.square(f, dtype=np.float64)))}
     try:
         with _silent():
-            calibrated = tf.lite.experimental.QuantizationDebugger(
-                converter=_int8_converter(keras_model, calibration, fallback=False), debug_dataset=data)
             # reading the float tensors needs an interpreter that keeps them, which only
             # the from-content constructor makes
             debugger = tf.lite.experimental.QuantizationDebugger(
-                quant_debug_model_content=calibrated.get_debug_quantized_model(), debug_dataset=data,
+                quant_debug_model_content=quantize_calibrated(calibrated, io_type, debug=True), debug_dataset=data,
                 debug_options=tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics=power))
             debugger.run()
             table = io.StringIO()
@@ -118,34 +107,142 @@ def tflite_layer_report(keras_model, calibration: Callable[[], Iterable[np.ndarr
     return rows
 
 
-def tflite_with_fallback(keras_model, calibration: Callable[[], Iterable[np.ndarray]],
-                         denylisted_nodes: list[str], io_type: str) -> bytes:
-    """Full int8 TFLite with the given layers (output tensor names, as tflite_layer_report's
-    `node`) kept in float. When the first or last layer is kept in float, that end of the
-    model stays float32 whatever `io_type` says (the runtime reads the input details)."""
-    import tensorflow as tf
-    from tensorflow.lite.python.util import modify_model_io_type
+def tflite_with_fallback(calibrated: bytes, denylisted_nodes: list[str], io_type: str) -> bytes:
+    """Full int8 TFLite from a `calibrate`d model with the given layers (output tensor names, as
+    tflite_layer_report's `node`) kept in float: a quantization only, no conversion. When the first or last
+    layer is kept in float, that end of the model stays float32 whatever `io_type` says (the runtime reads
+    the input details)."""
+    from .tflite import quantize_calibrated
 
-    from .tflite import io_dtype as tf_io_dtype
+    with _silent():
+        return quantize_calibrated(calibrated, io_type, denylisted_nodes)
 
-    io = tf_io_dtype(io_type)
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylisted_nodes))
+
+_OP_NAMES = {3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 9: "FULLY_CONNECTED"}
+_FLOAT32, _INT8 = 0, 9  # TFLite TensorType codes
+
+
+class DynamicLayers:
+    """The weight-quantized layers of a TFLite dynamic-range model, each of which can be put back in float.
+
+    QuantizationDebugger and the converter's denylists work on calibrated (full-integer) models only, and
+    dynamic-range quantization is decided inside the conversion. It is also simple: a CONV_2D,
+    DEPTHWISE_CONV_2D or FULLY_CONNECTED with int8 weights runs as a hybrid kernel (its float input quantized
+    on the fly), the same op with float32 weights as a float one. So a layer is kept in float by giving it
+    back the float weights of the float conversion of the same Keras model (`float_tflite`: the weighted ops
+    in the same order and shapes, as convert/bias.py relies on too): no new conversion, milliseconds.
+    Layers are named by their output tensor, as TFLite's QuantizationDebugger names them.
+    """
+
+    def __init__(self, dynamic: bytes, float_tflite: bytes):
+        from .bias import unpack, weighted_ops
+
+        self.size = len(dynamic)
+        _, self.model = unpack(dynamic)
+        _, fmodel = unpack(float_tflite)
+        ops, fops = weighted_ops(self.model), weighted_ops(fmodel)
+        if len(ops) != len(fops):
+            raise EdgeliteError("TFLite dynamic range: its weighted layers do not match the float model's")
+        graph, fgraph = self.model.subgraphs[0], fmodel.subgraphs[0]
+        uses = np.bincount([t.buffer for g in self.model.subgraphs for t in g.tensors],
+                           minlength=len(self.model.buffers))
+        self.layers = {}  # output tensor name -> (op kind, weight tensor, its int8 state, float weights)
+        for (op, kind), (fop, _) in zip(ops, fops):
+            tensor, ftensor = graph.tensors[op.inputs[1]], fgraph.tensors[fop.inputs[1]]
+            data, fdata = self.model.buffers[tensor.buffer].data, fmodel.buffers[ftensor.buffer].data
+            if (tensor.type != _INT8 or ftensor.type != _FLOAT32 or data is None or fdata is None
+                    or list(tensor.shape) != list(ftensor.shape) or uses[tensor.buffer] != 1):
+                continue  # left in float by the converter (small weights), or not its own buffer
+            name = graph.tensors[op.outputs[0]].name
+            name = name.decode() if isinstance(name, bytes) else name
+            weights = np.frombuffer(bytes(fdata), np.float32).reshape(ftensor.shape)
+            self.layers[name] = (kind, tensor, (data, tensor.quantization), weights)
+
+    def rows(self) -> list[dict]:
+        """One row per weight-quantized layer, in execution order: op, weight count and the SQNR of its
+        int8 weights (what rounding alone does)."""
+        rows = []
+        for name, (kind, tensor, (data, quantization), weights) in self.layers.items():
+            shape = [1] * weights.ndim
+            shape[quantization.quantizedDimension] = -1
+            scale = np.asarray(quantization.scale, np.float32).reshape(shape) if len(quantization.scale) > 1 \
+                else np.float32(quantization.scale[0])
+            rounded = np.frombuffer(bytes(data), np.int8).reshape(weights.shape) * scale
+            noise = float(np.sum(np.square(rounded - weights, dtype=np.float64)))
+            signal = float(np.sum(np.square(weights, dtype=np.float64)))
+            rows.append({"layer": name, "node": name, "op": _OP_NAMES[kind], "weights": int(weights.size),
+                         "weight_sqnr_db": _db(signal, noise)})
+        return rows
+
+    def with_float(self, names: Sequence[str]) -> bytes:
+        """The model with the named layers' weights in float32; the others stay int8."""
+        from .bias import pack
+
+        unknown = [n for n in names if n not in self.layers]
+        if unknown:
+            raise EdgeliteError(f"TFLite dynamic range: no weight-quantized layer {unknown[0]!r}")
+        try:
+            for name in names:
+                _, tensor, _, weights = self.layers[name]
+                tensor.type, tensor.quantization = _FLOAT32, None
+                self.model.buffers[tensor.buffer].data = weights.view(np.uint8).reshape(-1)
+            return pack(self.model, self.size + 4 * sum(self.layers[n][3].size for n in names))
+        finally:
+            for name in names:  # back to int8: the object is reused for the next try
+                _, tensor, (data, quantization), _ = self.layers[name]
+                tensor.type, tensor.quantization = _INT8, quantization
+                self.model.buffers[tensor.buffer].data = data
+
+
+def _db(signal: float, noise: float) -> float | None:
+    if signal <= 0:
+        return None
+    return 10 * math.log10(signal / noise) if noise > 0 else math.inf
+
+
+def tflite_dynamic_layer_report(dynamic: bytes, float_tflite: bytes, inputs: np.ndarray) -> list[dict]:
+    """One row per weight-quantized layer of a TFLite dynamic-range model, in execution order: the SQNR of
+    the model's output on `inputs` when only that layer is quantized (`output_sqnr_db`: its own effect on the
+    answer, weights and on-the-fly input quantization together, against the float model), and that of its
+    int8 weights alone (`weight_sqnr_db`). One interpreter run of `inputs` per layer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    def outputs(content: bytes) -> np.ndarray:
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        feed, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+        result = []
+        for x in inputs:
+            interpreter.set_tensor(feed, np.asarray(x, np.float32)[None])
+            interpreter.invoke()
+            result.append(np.array(interpreter.get_tensor(out), np.float64))
+        return np.concatenate(result)
+
     try:
         with _silent():
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=_int8_converter(keras_model, calibration, fallback=True), debug_options=options,
-                debug_dataset=lambda: iter(()))
-            model = debugger.get_nondebug_quantized_model()
-            return bytes(modify_model_io_type(model, io, io))
+            layers = DynamicLayers(dynamic, float_tflite)
+            reference = outputs(float_tflite)
+            signal = float(np.sum(np.square(reference)))
+            rows = layers.rows()
+            for row in rows:
+                alone = layers.with_float([n for n in layers.layers if n != row["node"]])
+                row["output_sqnr_db"] = _db(signal, float(np.sum(np.square(outputs(alone) - reference))))
+    except EdgeliteError:
+        raise
     except Exception as exc:
-        raise EdgeliteError(f"TFLite int8 with float fallback failed: {one_line(exc, last=True)}") from None
+        raise EdgeliteError(f"TFLite dynamic-range layer report failed: {one_line(exc, last=True)}") from None
+    return rows
 
 
 def fallback_search(layers: list[dict], evaluate: Callable[..., float], gate: float, key: str,
-                    max_layers: int = 8, methods: Sequence[str] = ()) -> dict:
-    """The cheapest change that reaches `gate`: first another calibration method (`evaluate([], method)`),
-    then the worst 1, 2, 4, 8... layers (by `key`) kept in float (`evaluate(names)`; agreement 0..1).
-    When none passes, the best try is returned."""
+                    max_layers: int = 8, methods: Sequence[str] = (), baseline: float | None = None,
+                    refine: bool = False) -> dict:
+    """The cheapest change that reaches `gate`: first another method (`evaluate([], method)`: a calibration
+    method, bias correction), then the worst 1, 2, 4, 8... layers (by `key`) kept in float (`evaluate(names)`;
+    agreement 0..1). With `baseline` (the plain export's agreement), the layers are kept in float on top of
+    the best method when it beat the baseline (`evaluate(names, method)`). `refine` (for cheap tries) bisects
+    between the last failing and the first passing count for fewer layers. When none passes, the best try is
+    returned."""
     names = [r["node"] for r in worst_first(layers, key)]
     sizes, n = [], 1
     while n < min(max_layers, len(names)):
@@ -153,21 +250,42 @@ def fallback_search(layers: list[dict], evaluate: Callable[..., float], gate: fl
         n *= 2
     if names and max_layers > 0:
         sizes.append(min(max_layers, len(names)))
-    plans = [([], method) for method in methods] + [(names[:size], None) for size in sizes]
     tries, best = [], None
-    for excluded, method in plans:
-        attempt = {"excluded": len(excluded), **({"method": method} if method else {})}
+
+    def attempt(excluded: list[str], method: str | None) -> dict | None:
+        nonlocal best
+        record = {"excluded": len(excluded), **({"method": method} if method else {})}
         try:
             agreement = float(evaluate(excluded, method) if method else evaluate(excluded))
         except EdgeliteError as exc:
-            tries.append({**attempt, "agreement": None, "error": str(exc)})
-            continue
-        tries.append({**attempt, "agreement": agreement})
+            tries.append({**record, "agreement": None, "error": str(exc)})
+            return None
+        tries.append({**record, "agreement": agreement})
         found = {"excluded": excluded, "agreement": agreement, **({"method": method} if method else {})}
         if best is None or agreement > best["agreement"]:
             best = found
-        if agreement >= gate:
+        return found
+
+    for method in methods:
+        found = attempt([], method)
+        if found and found["agreement"] >= gate:
             return {**found, "tries": tries, "passed": True}
+    method = best.get("method") if best and baseline is not None and best["agreement"] > baseline else None
+    failed = 0
+    for size in sizes:
+        found = attempt(names[:size], method)
+        if found is None or found["agreement"] < gate:
+            failed = size
+            continue
+        low, high = failed, size  # fails at `low` layers (or was not tried), passes at `high`
+        while refine and high - low > 1:
+            middle = (low + high) // 2
+            trial = attempt(names[:middle], method)
+            if trial is not None and trial["agreement"] >= gate:
+                high, found = middle, trial
+            else:
+                low = middle
+        return {**found, "tries": tries, "passed": True}
     return {**(best or {"excluded": [], "agreement": None}), "tries": tries, "passed": False}
 
 

@@ -12,11 +12,21 @@ def worst_first(layers: list[dict], key: str) -> list[dict]:
     return sorted(rated, key=lambda r: -r[key] if key.endswith("_db") else abs(r[key]), reverse=True)
 
 
+def method_label(method: str) -> str:
+    """How a rescue's method reads: 'entropy calibration' (ONNX), 'bias correction' (TFLite dynamic range)."""
+    return {"bias_correction": "bias correction"}.get(method, f"{method} calibration")
+
+
 def format_tries(tries: list[dict]) -> str:
-    """'percentile calibration: 96.0%, 1 in float: 97.0%, 2 in float: failed (...)' for the console."""
-    return ", ".join((f"{t['method']} calibration: " if t.get("method") else f"{t['excluded']} in float: ")
-                     + (f"{t['agreement']:.1%}" if t.get("agreement") is not None else f"failed ({t.get('error', '?')})")
-                     for t in tries)
+    """'percentile calibration: 96.0%, 1 in float: 97.0%, 2 in float + bias correction: failed (...)' for the
+    console."""
+    def label(t: dict) -> str:
+        parts = ([f"{t['excluded']} in float"] if t.get("excluded") or not t.get("method") else []) + \
+                ([method_label(t["method"])] if t.get("method") else [])
+        return " + ".join(parts)
+
+    return ", ".join(f"{label(t)}: " + (f"{t['agreement']:.1%}" if t.get("agreement") is not None
+                                        else f"failed ({t.get('error', '?')})") for t in tries)
 
 
 def format_table(layers: list[dict], key: str, worst: int = 10) -> str:

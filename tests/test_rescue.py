@@ -47,8 +47,15 @@ def onnx_pair(cnn, calibration, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tflite_rows(cnn, calibration, images):
-    return rescue.tflite_layer_report(cnn, calibration, images, "int8")
+def calibrated(cnn, calibration):
+    from edgelite.convert import tflite
+
+    return tflite.calibrate(tflite.to_tflite(cnn, "fp32"), calibration)
+
+
+@pytest.fixture(scope="module")
+def tflite_rows(calibrated, images):
+    return rescue.tflite_layer_report(calibrated, images, "int8")
 
 
 def test_onnx_report_covers_every_quantized_activation(onnx_pair, images):
@@ -130,11 +137,11 @@ def test_tflite_report_has_one_finite_row_per_layer(tflite_rows):
         assert r["range"] == pytest.approx(255 * r["scale"])
 
 
-def test_tflite_fallback_keeps_the_denylisted_layer_in_float(cnn, calibration, images, tflite_rows):
+def test_tflite_fallback_keeps_the_denylisted_layer_in_float(cnn, calibrated, images, tflite_rows):
     from ai_edge_litert.interpreter import Interpreter
 
     dense = next(r["layer"] for r in tflite_rows if r["op"] == "FULLY_CONNECTED")
-    model = rescue.tflite_with_fallback(cnn, calibration, [dense], "int8")
+    model = rescue.tflite_with_fallback(calibrated, [dense], "int8")
     interpreter = Interpreter(model_content=model)
     interpreter.allocate_tensors()
     types = {t["name"]: t["dtype"] for t in interpreter.get_tensor_details()}
@@ -173,3 +180,150 @@ def test_search_tries_calibration_methods_before_float_fallback():
     assert calls == [(0, "percentile"), (0, "entropy")]  # cheapest first, and no layer in float
     assert result["passed"] and result["method"] == "entropy" and result["excluded"] == []
     assert format_tries(result["tries"]) == "percentile calibration: 50.0%, entropy calibration: 97.0%"
+
+
+# --- TFLite dynamic range: each weight-quantized layer can be put back in float; the rescue in the converter
+
+
+@pytest.fixture(scope="module")
+def dynamic_pair():
+    """A CNN whose two convolutions have >= 1024 weights (int8 in dynamic range) and whose head has fewer
+    (left in float by the converter): its float and dynamic-range conversions, and some inputs."""
+    import keras
+
+    from edgelite.convert import tflite
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((12, 12, 8)), keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.Conv2D(32, 3),
+        keras.layers.ReLU(), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5, activation="softmax"),
+    ])
+    x = np.random.default_rng(3).random((6, 12, 12, 8), dtype=np.float32)
+    return tflite.to_tflite(model, "dynamic"), tflite.to_tflite(model, "fp32"), x
+
+
+def _run(content: bytes, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    i, o = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    out = []
+    for sample in x:
+        interpreter.set_tensor(i, sample[None])
+        interpreter.invoke()
+        out.append(interpreter.get_tensor(o).copy())
+    return np.concatenate(out)
+
+
+def test_dynamic_layers_put_a_named_layer_back_in_float(dynamic_pair):
+    from edgelite.convert.bias import unpack, weighted_ops
+
+    dynamic, fp32, x = dynamic_pair
+    layers = rescue.DynamicLayers(dynamic, fp32)
+    names = list(layers.layers)
+    assert len(names) == 2  # the two convolutions; the 160-weight head was never quantized
+    float_out, plain_out = _run(fp32, x), _run(dynamic, x)
+    assert np.abs(plain_out - float_out).max() > 1e-5  # dynamic range changes the numbers at all
+    np.testing.assert_array_equal(_run(layers.with_float([]), x), plain_out)  # nothing named: the same model
+    one = layers.with_float(names[:1])
+    _, model = unpack(one)
+    kinds = [model.subgraphs[0].tensors[op.inputs[1]].type for op, _ in weighted_ops(model)]
+    assert kinds == [0, 9, 0]  # TensorType FLOAT32, INT8, FLOAT32: only the second conv is still int8
+    assert not np.array_equal(_run(one, x), plain_out)
+    np.testing.assert_allclose(_run(layers.with_float(names), x), float_out, atol=1e-6)  # all: the float model
+    np.testing.assert_array_equal(_run(layers.with_float([]), x), plain_out)  # the object is int8 again after each
+    with pytest.raises(EdgeliteError, match="no weight-quantized layer"):
+        layers.with_float(["no such layer"])
+
+
+def test_dynamic_report_rates_each_quantized_layer(dynamic_pair):
+    dynamic, fp32, x = dynamic_pair
+    rows = rescue.tflite_dynamic_layer_report(dynamic, fp32, x)
+    assert [r["op"] for r in rows] == ["CONV_2D", "CONV_2D"] and [r["weights"] for r in rows] == [1152, 4608]
+    assert [r["node"] for r in rows] == list(rescue.DynamicLayers(dynamic, fp32).layers)
+    for r in rows:
+        assert 30 < r["weight_sqnr_db"] < 70  # per-channel int8 rounding: about 6 dB a bit
+        assert 10 < r["output_sqnr_db"] < 120
+    assert format_table(rows, "output_sqnr_db", worst=1).splitlines()[1].split()[0] == \
+        f"{min(r['output_sqnr_db'] for r in rows):.3f}"
+
+
+def test_fallback_search_keeps_the_helping_method_and_bisects():
+    seen = []
+
+    def evaluate(excluded, method=None):
+        seen.append((len(excluded), method))
+        return 0.90 if not excluded else (0.96 if len(excluded) >= 3 else 0.5)
+
+    layers = LAYERS  # 6 rated layers
+    result = rescue.fallback_search(layers, evaluate, gate=0.95, key="sqnr_db", methods=("bias_correction",),
+                                    baseline=0.80, max_layers=len(layers), refine=True)
+    # the method helped (0.90 > 0.80): the float tries are made on top of it; 4 passes, 2 fails: 3 is tried
+    assert seen == [(0, "bias_correction"), (1, "bias_correction"), (2, "bias_correction"), (4, "bias_correction"),
+                    (3, "bias_correction")]
+    assert result["passed"] and len(result["excluded"]) == 3 and result["method"] == "bias_correction"
+    assert format_tries(result["tries"][:2]) == "bias correction: 90.0%, 1 in float + bias correction: 50.0%"
+    # without a baseline (ONNX's search) or when the method did not help, the float tries are plain
+    seen.clear()
+    rescue.fallback_search(layers, evaluate, gate=0.95, key="sqnr_db", methods=("bias_correction",), baseline=0.95)
+    assert [method for _, method in seen] == ["bias_correction", None, None, None]
+
+
+def _dynamic_convert(trained, out, **kwargs):
+    from edgelite.convert import convert
+
+    calibration = [p for p, _ in trained.train][:30]
+    check = [p for p, _ in trained.val][:40]
+    return convert(trained.model_path, out, calibration, check, formats=["tflite-dynamic"], verbose=False, **kwargs)
+
+
+def test_dynamic_range_below_its_gate_is_rescued_by_bias_correction(trained, tmp_path, monkeypatch):
+    """The plain export's measurement made to fail: the rescue writes its report, tries bias correction first
+    (no size or speed cost) and ships that file, recorded as int8's rescue is, shown by inspect."""
+    from edgelite import Classifier
+    from edgelite.convert import pipeline
+
+    from conftest import run_cli
+
+    real, calls = pipeline.parity, []
+
+    def first_fails(*args, **kwargs):
+        calls.append(1)
+        measured = real(*args, **kwargs)
+        return {**measured, "agreement": 0.0} if len(calls) == 1 else measured
+
+    monkeypatch.setattr(pipeline, "parity", first_fails)
+    a = _dynamic_convert(trained, tmp_path / "out").artifacts[0]
+    assert a.error is None and a.passed
+    recipe = Classifier(a.path).metadata["quantization"]
+    found = recipe["rescue"]
+    assert found["passed"] and found["method"] == "bias_correction" and found["excluded"] == []
+    assert found["from_agreement"] == 0.0 and found["tries"] == [
+        {"excluded": 0, "method": "bias_correction", "agreement": a.parity["agreement"]}]
+    assert recipe["bias_correction"] >= 1 and abs(found["cost"]["size_bytes"]) < 1000  # biases change, not sizes
+    assert found["key"] == "output_sqnr_db" and found["report"] == "model_dynamic.tflite.layers.json"
+    rows = json.loads((a.path.parent / found["report"]).read_text())
+    assert len(rows) == 2 and all(math.isfinite(r["output_sqnr_db"]) for r in rows)
+    assert (a.path.parent / "model_dynamic.tflite.layers.png").is_file()
+    # the shipped file is the bias-corrected model: its biases differ from the plain conversion's
+    plain = _dynamic_convert(trained, tmp_path / "plain", rescue=False).artifacts[0]
+    assert plain.path.read_bytes() != a.path.read_bytes() and "rescue" not in Classifier(plain.path).metadata[
+        "quantization"]
+    done = run_cli("inspect", a.path)
+    assert done.returncode == 0 and "rescue: bias correction:" in done.stdout
+    assert "output_sqnr_db" in done.stdout and "; bias correction;" in done.stdout
+
+
+def test_dynamic_range_rescue_that_cannot_pass_tries_every_layer_count(trained, tmp_path):
+    """A gate nothing reaches: bias correction, then 1 and 2 (all) layers in float; the best try is recorded and
+    the artifact is still written, below its gate."""
+    a = _dynamic_convert(trained, tmp_path / "out", thresholds={"dynamic": 1.01}).artifacts[0]
+    assert a.error is None and not a.passed and a.path.is_file()
+    from edgelite import Classifier
+
+    found = Classifier(a.path).metadata["quantization"]["rescue"]
+    assert not found["passed"]
+    assert [(t["excluded"], t.get("method")) for t in found["tries"]][0] == (0, "bias_correction")
+    assert [t["excluded"] for t in found["tries"]][1:] == [1, 2]
+    assert all(t["agreement"] is not None for t in found["tries"])
