@@ -60,8 +60,12 @@ class LiteRTBackend:
         self.version = f"{interpreter_class.__module__.split('.')[0]} {_version(interpreter_class.__module__)}"
         self.version += _described(options)
         extra = {}
-        if options.get("xnnpack") is False:
-            extra["experimental_op_resolver_type"] = interpreter_module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        if options.get("xnnpack") is False:  # tensorflow.lite keeps the enum under experimental
+            resolvers = getattr(interpreter_module, "OpResolverType", None) or getattr(
+                getattr(interpreter_module, "experimental", None), "OpResolverType", None)
+            if resolvers is None:
+                raise EdgeliteError(f"{self.version} cannot leave XNNPACK out (no OpResolverType)")
+            extra["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             with quiet():  # LiteRT logs its delegate choice on stderr
                 self.interpreter = interpreter_class(model_path=str(path), num_threads=threads, **extra)

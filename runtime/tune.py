@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 MANIFEST, RECORD, PLOT = "bundle.json", "tune.json", "tune.png"
 PREFER = ("fastest", "smallest", "accurate")
 PACKAGES = ("edgelite", "numpy", "pillow", "ai-edge-litert", "tflite-runtime", "onnxruntime")
-DROP_SLOWER = 1.5  # after a quarter of the rounds, settings this much slower than their artifact's best stop
+DROP_SLOWER = 2.0  # after a quarter of the rounds, settings this much slower than their artifact's best stop
 
 
 class Choice(NamedTuple):
@@ -158,7 +158,8 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
             if not report["passed"]:
                 row.update(status="excluded", note=report["why"])
                 continue
-            row.update(status="timed", note=report.get("why"), verified_threads=report["threads"])
+            row.update(status="timed", note=report.get("why"), verified_threads=report["threads"],
+                       runs_as=clf.backend.version)
             classifiers[len(rows) - 1], x = clf, sample_input(clf)
             runs[len(rows) - 1] = lambda clf=clf, x=x: clf.scores(x)
     if not runs:
