@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="this many photos (the list repeated if it is shorter)")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="pool sizes (default 1 2)")
     parser.add_argument("--batch-size", type=int, help="files per actor call (default: edgelite.cluster's choice)")
+    parser.add_argument("--address", default="local",
+                        help="the Ray to use: local (started for each row, the default) or a running cluster "
+                             "(auto, HOST:6379): then connecting is all the start costs Ray itself")
     parser.add_argument("--decode-tasks", action="store_true",
                         help="also the variant that decodes in Ray tasks before the actors (largest pool size)")
     parser.add_argument("--out", help="JSON file for the figures")
@@ -74,16 +77,17 @@ def run(args) -> int:
     rows = [local_row(args.model, paths)]
     print(f"local predict_batch: {rows[0]['photos_per_s']:.1f} photos/s", file=sys.stderr)
     for actors in args.actors:
-        rows.append(ray_row(args.model, paths, actors, args.batch_size))
-        print(f"ray local, {actors} actor(s): {rows[-1]['photos_per_s']:.1f} photos/s", file=sys.stderr)
+        rows.append(ray_row(args.model, paths, actors, args.batch_size, args.address))
+        print(f"{rows[-1]['name']}: {rows[-1]['photos_per_s']:.1f} photos/s", file=sys.stderr)
     if args.decode_tasks:
-        rows.append(ray_row(args.model, paths, max(args.actors), args.batch_size, decode_tasks=True))
+        rows.append(ray_row(args.model, paths, max(args.actors), args.batch_size, args.address, decode_tasks=True))
     base = rows[0]["photos_per_s"]
     for row in rows:
         row["vs_local"] = row["photos_per_s"] / base
         if row.get("steady_photos_per_s"):
             row["steady_vs_local"] = row["steady_photos_per_s"] / base
     document = {"environment": environment(), "photos": len(paths), "distinct": len(set(paths)),
+                "address": args.address,
                 "model": str(args.model), "batch_size": args.batch_size, "rows": rows}
     print(table(rows))
     if out is not None:
@@ -105,17 +109,19 @@ def local_row(model: str, paths: list[str]) -> dict:
             "cpu_ms_per_photo": 1000 * cpu / len(paths), "errors": sum(r.error is not None for r in results)}
 
 
-def ray_row(model: str, paths: list[str], actors: int, batch_size: int, decode_tasks: bool = False) -> dict:
+def ray_row(model: str, paths: list[str], actors: int, batch_size: int | None, address: str = "local",
+            decode_tasks: bool = False) -> dict:
     from edgelite.cluster.model import ShippedModel
     from edgelite.cluster.output import ResultsWriter
     from edgelite.cluster.pipeline import Timing, classify
     from edgelite.cluster.session import connect
 
     shipped, classifier = ShippedModel.read(model)
+    local = address in (None, "", "local")  # a running cluster's processes are not this process's children
     began = time.perf_counter()
     errors = 0
     with tempfile.TemporaryDirectory() as folder:
-        with ResultsWriter(Path(folder) / "results.parquet") as writer, connect("local", verbose=False) as cluster:
+        with ResultsWriter(Path(folder) / "results.parquet") as writer, connect(address, verbose=False) as cluster:
             connect_s = time.perf_counter() - began
             timing = Timing()
             stream = (decoded_in_tasks(paths, shipped, classifier, cluster, actors, batch_size, timing) if decode_tasks
@@ -127,14 +133,15 @@ def ray_row(model: str, paths: list[str], actors: int, batch_size: int, decode_t
             for part in stream:
                 writer.write(part)
                 errors += part.num_rows - part.column("error").null_count
-                if len(window) < 2 and writer.rows >= len(paths) * (1 + 2 * len(window)) / 4:
+                if local and len(window) < 2 and writer.rows >= len(paths) * (1 + 2 * len(window)) / 4:
                     window.append((tree_cpu(), writer.rows))
             seconds = timing.end - began
         shutdown_s = time.perf_counter() - began - seconds
         rows = writer.rows
     steady = timing.steady_rate()
     fixed = seconds - rows / steady if steady else None
-    return {"name": f"ray local, {actors} actor(s)" + (", decoding in tasks" if decode_tasks else ""),
+    where = "local" if local else f"running cluster ({address})"
+    return {"name": f"ray {where}, {actors} actor(s)" + (", decoding in tasks" if decode_tasks else ""),
             "actors": actors, "photos_per_s": rows / seconds, "seconds": seconds, "connect_s": connect_s,
             "first_rows_s": timing.start_s, "steady_photos_per_s": steady, "start_s": fixed,
             "shutdown_s": shutdown_s, "rows": rows, "errors": errors,

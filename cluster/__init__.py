@@ -19,7 +19,7 @@ def predict_files(*args, **kwargs):
 
 
 def evaluate(*args, **kwargs):
-    """See edgelite.cluster.evaluate.evaluate."""
-    from .evaluate import evaluate as run
+    """See edgelite.cluster.evaluation.evaluate."""
+    from .evaluation import evaluate as run
 
     return run(*args, **kwargs)

@@ -146,8 +146,21 @@ class ResultsWriter:
             raise EdgeliteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         return self.path
 
+    def abort(self) -> None:
+        """Leave the target as it was: the temporary file removed."""
+        try:
+            self._file.close()
+        finally:
+            self.part.unlink(missing_ok=True)
+
     def __enter__(self) -> "ResultsWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, exc, tb) -> None:
+        """Put what was written in place, interrupted or not; a run that failed before any new row leaves the
+        target untouched (a cluster that could not be reached does not empty it, --force or not)."""
+        previous = self.previous.num_rows if self.previous is not None else 0
+        if kind is not None and self.rows == previous:
+            self.abort()
+        else:
+            self.close()

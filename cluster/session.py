@@ -47,6 +47,8 @@ def connect(address: str | None = "local", verbose: bool = True) -> Iterator[Clu
         # a worker's failure still reaches the driver as an exception
         options = dict(logging_level=logging.INFO if debug else logging.ERROR, include_dashboard=False,
                        log_to_driver=debug)
+        if address not in (None, "", "local", "auto"):
+            _check_reachable(address)
         try:
             local = address in (None, "", "local")
             with _starting(debug, local):
@@ -70,6 +72,21 @@ def connect(address: str | None = "local", verbose: bool = True) -> Iterator[Clu
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """HOST:PORT (or ray://HOST:PORT) answers a TCP connection within `timeout` seconds: Ray itself retries an
+    unreachable address for minutes before it gives up."""
+    import socket
+
+    where = address.split("://", 1)[-1]
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise EdgeliteError(f"a Ray cluster address is local, auto, HOST:PORT or ray://HOST:PORT, not {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EdgeliteError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager

@@ -219,6 +219,12 @@ def test_options_and_errors_without_a_cluster(tmp_path, monkeypatch):
         predict_files("m.tflite", ["x"], out=None)
     with pytest.raises(EdgeliteError, match=r"\.parquet, \.csv or \.jsonl"):
         predict_files("m.tflite", ["x"], out=tmp_path / "r.txt")
+    from edgelite.cluster.session import _check_reachable
+
+    with pytest.raises(EdgeliteError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        _check_reachable("127.0.0.1:1")  # at once, where Ray itself retries for minutes
+    with pytest.raises(EdgeliteError, match="HOST:PORT"):
+        _check_reachable("nonsense")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(EdgeliteError) as caught:
         import_ray()
@@ -241,6 +247,10 @@ def test_results_writer_keeps_rows_when_interrupted(tmp_path):
             writer.write(pa.Table.from_pylist(rows, schema=ROWS))
             raise KeyboardInterrupt
         assert read_results(out).to_pylist() == rows, suffix
+        before = out.read_bytes()  # a run that fails before any new row (a cluster out of reach) changes nothing
+        with pytest.raises(EdgeliteError), ResultsWriter(out, force=True):
+            raise EdgeliteError("cannot reach the Ray cluster")
+        assert out.read_bytes() == before and not list(tmp_path.glob(".*.part")), suffix
 
 
 def test_runtime_never_imports_ray_or_the_cluster_side():
