@@ -7,7 +7,6 @@ takes the median over rounds, so drift hits every candidate alike.
 """
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Callable, Hashable, Mapping
 
@@ -28,8 +27,9 @@ def race(runs: Mapping[Hashable, Callable[[], object]], rounds: int = 20, calls:
          drop_after: int | None = None, drop: Callable[[dict], set] | None = None,
          tick: Callable[[int], None] | None = None) -> dict:
     """Round-robin: `rounds` rounds, each timing `calls` calls of every candidate still in; returns
-    {key: [mean ms of each round it ran]}. After `drop_after` rounds, `drop(medians)` names candidates to
-    leave out of the rounds that follow (clearly slower ones: a shorter race, their rounds so far kept)."""
+    {key: [mean ms of each round it ran]}. After `drop_after` rounds, `drop({key: its rounds so far})` names
+    candidates to leave out of the rounds that follow (clearly slower ones: a shorter race, their rounds
+    so far kept)."""
     for run in runs.values():
         time_calls(run, warmup)
     per_round: dict = {key: [] for key in runs}
@@ -38,7 +38,7 @@ def race(runs: Mapping[Hashable, Callable[[], object]], rounds: int = 20, calls:
         for key in running:
             per_round[key].append(float(time_calls(runs[key], calls).mean()))
         if drop is not None and number == drop_after:
-            dropped = drop({key: statistics.median(per_round[key]) for key in running})
+            dropped = drop({key: per_round[key] for key in running})
             running = [key for key in running if key not in dropped]
         if tick is not None:
             tick(number)

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 MANIFEST, RECORD, PLOT = "bundle.json", "tune.json", "tune.png"
 PREFER = ("fastest", "smallest", "accurate")
 PACKAGES = ("edgelite", "numpy", "pillow", "ai-edge-litert", "tflite-runtime", "onnxruntime")
-DROP_SLOWER = 2.0  # after a quarter of the rounds, settings this much slower than their artifact's best stop
+DROP_SLOWER = 2.0  # after a quarter of the rounds, settings whose best round is this much slower than their
+# artifact's best setting leave the race
 
 
 class Choice(NamedTuple):
@@ -170,7 +171,8 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
     for index, times in per_round.items():
         rows[index].update(ms=statistics.median(times), rounds=len(times))
         if len(times) < rounds:
-            rows[index]["note"] = f"left the race after {len(times)} rounds: >{DROP_SLOWER:g}x its artifact's best"
+            rows[index]["note"] = (f"left the race after {len(times)} rounds: every round >{DROP_SLOWER:g}x its "
+                                   "artifact's best")
     while True:  # the choice is verified with its own thread count too
         chosen = rows.index(choose(rows, prefer, budget_ms))
         if rows[chosen].pop("verified_threads") == rows[chosen]["threads"]:
@@ -241,12 +243,14 @@ def sample_input(clf: Classifier) -> np.ndarray:
 
 
 def _slower(rows: list[dict]) -> Callable[[dict], set]:
-    """The rule for leaving the race: a setting DROP_SLOWER x slower than its artifact's best so far."""
-    def drop(medians: dict) -> set:
+    """The rule for leaving the race: even the best round of a setting DROP_SLOWER x slower than the median
+    of its artifact's best setting so far (a burst of another job's work does not hit every round)."""
+    def drop(rounds: dict) -> set:
         best: dict = {}
-        for index, ms in medians.items():
-            best[rows[index]["artifact"]] = min(ms, best.get(rows[index]["artifact"], ms))
-        return {i for i, ms in medians.items() if ms > DROP_SLOWER * best[rows[i]["artifact"]]}
+        for index, times in rounds.items():
+            artifact, ms = rows[index]["artifact"], statistics.median(times)
+            best[artifact] = min(ms, best.get(artifact, ms))
+        return {i for i, times in rounds.items() if min(times) > DROP_SLOWER * best[rows[i]["artifact"]]}
     return drop
 
 

@@ -178,3 +178,16 @@ def test_a_choice_from_another_machine_is_tuned_again_with_a_line_saying_why(tun
 def test_tune_on_a_folder_that_is_no_bundle_is_one_line(tmp_path):
     done = run_cli("tune", tmp_path)
     assert done.returncode == 2 and "not a bundle" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_race_runs_rounds_over_every_candidate_and_drops_the_named_ones():
+    from edgelite.timing import race
+
+    calls = []
+    runs = {key: (lambda key=key: calls.append(key)) for key in "abc"}
+    seen = {}
+    rounds = race(runs, rounds=6, calls=2, warmup=1, drop_after=2,
+                  drop=lambda so_far: seen.update({k: len(v) for k, v in so_far.items()}) or {"c"})
+    assert {k: len(v) for k, v in rounds.items()} == {"a": 6, "b": 6, "c": 2}
+    assert seen == {"a": 2, "b": 2, "c": 2}
+    assert calls[3:9] == ["a", "a", "b", "b", "c", "c"]  # after the warm-up: round-robin, not one after another
