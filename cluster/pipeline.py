@@ -10,6 +10,8 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 from tqdm import tqdm
 
+from edgelite.errors import EdgeliteError, one_line
+
 from .model import ShippedModel
 from .session import Cluster, import_ray, pool_size
 from .workers import ClassifyFiles
@@ -94,8 +96,19 @@ def classify(paths: Sequence[str], model: ShippedModel, cluster: Cluster, *, act
                         batch_format="numpy")
     with tqdm(total=len(paths), unit="file", desc=desc, disable=not verbose, smoothing=0.05,
               file=sys.stderr) as bar:
-        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            timing.arrived(table.num_rows)
-            bar.update(table.num_rows)
-            yield table
+        try:
+            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                timing.arrived(table.num_rows)
+                bar.update(table.num_rows)
+                yield table
+        except ray.exceptions.RayError as exc:  # e.g. a node without edgelite, or a model its backend refuses
+            raise EdgeliteError(f"the Ray workers failed: {worker_error(exc)}") from None
     timing.end = time.perf_counter()
+
+
+def worker_error(exc: BaseException) -> str:
+    """A worker's failure as one line: the exception it raised (the last line of Ray's message), without the
+    "module.Class: " prefix for an EdgeliteError."""
+    line = one_line(exc, last=True)
+    prefix = "edgelite.errors.EdgeliteError: "
+    return line[len(prefix):] if line.startswith(prefix) else line

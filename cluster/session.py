@@ -123,7 +123,7 @@ def quiet_data(ray) -> None:
     context.enable_operator_progress_bars = False
     context.print_on_execution_start = False
     if not os.environ.get("EDGELITE_DEBUG"):
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # a failure reaches the driver as one line
 
 
 def pool_size(actors: int | None, cluster: Cluster, blocks: int | None = None) -> tuple[int, float]:

@@ -225,6 +225,11 @@ def test_options_and_errors_without_a_cluster(tmp_path, monkeypatch):
         _check_reachable("127.0.0.1:1")  # at once, where Ray itself retries for minutes
     with pytest.raises(EdgeliteError, match="HOST:PORT"):
         _check_reachable("nonsense")
+    from edgelite.cluster.pipeline import worker_error
+
+    failure = RuntimeError("The actor died because of an error raised in its creation task\nTraceback ...\n"
+                           "edgelite.errors.EdgeliteError: m.tflite: not a valid TFLite model (bad)")
+    assert worker_error(failure) == "m.tflite: not a valid TFLite model (bad)"  # what a node's failure says
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(EdgeliteError) as caught:
         import_ray()
