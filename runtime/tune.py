@@ -35,6 +35,7 @@ PREFER = ("fastest", "smallest", "accurate")
 PACKAGES = ("edgelite", "numpy", "pillow", "ai-edge-litert", "tflite-runtime", "onnxruntime")
 DROP_SLOWER = 2.0  # after a quarter of the rounds, settings whose best round is this much slower than their
 # artifact's best setting leave the race
+FINAL = 1.25  # settings within this of the fastest race again among themselves
 
 
 class Choice(NamedTuple):
@@ -168,9 +169,15 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
                             "; ".join(sorted({f"{r['artifact']} {r['note']}" for r in rows})))
     say(f"racing {len(runs)} settings round-robin, {rounds} rounds of {calls} calls each")
     per_round = race(runs, rounds=rounds, calls=calls, drop_after=max(2, rounds // 4), drop=_slower(rows))
+    best = min(statistics.median(times) for times in per_round.values())
+    close = [i for i, times in per_round.items() if statistics.median(times) <= FINAL * best]
+    if len(close) > 1:  # the contenders race as many rounds again, among themselves: the close call gets more data
+        say(f"final: {len(close)} settings within {FINAL - 1:.0%} of the fastest, {rounds} more rounds")
+        for index, times in race({i: runs[i] for i in close}, rounds=rounds, calls=calls, warmup=1).items():
+            per_round[index].extend(times)
     for index, times in per_round.items():
         rows[index].update(ms=statistics.median(times), rounds=len(times))
-        if len(times) < rounds:
+        if len(times) < rounds:  # left the race early
             rows[index]["note"] = (f"left the race after {len(times)} rounds: every round >{DROP_SLOWER:g}x its "
                                    "artifact's best")
     while True:  # the choice is verified with its own thread count too
