@@ -107,17 +107,6 @@ def tflite_layer_report(calibrated: bytes, inputs: np.ndarray, io_type: str = "i
     return rows
 
 
-def tflite_with_fallback(calibrated: bytes, denylisted_nodes: list[str], io_type: str) -> bytes:
-    """Full int8 TFLite from a `calibrate`d model with the given layers (output tensor names, as
-    tflite_layer_report's `node`) kept in float: a quantization only, no conversion. When the first or last
-    layer is kept in float, that end of the model stays float32 whatever `io_type` says (the runtime reads
-    the input details)."""
-    from .tflite import quantize_calibrated
-
-    with _silent():
-        return quantize_calibrated(calibrated, io_type, denylisted_nodes)
-
-
 _OP_NAMES = {3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 9: "FULLY_CONNECTED"}
 _FLOAT32, _INT8 = 0, 9  # TFLite TensorType codes
 
@@ -131,7 +120,8 @@ class DynamicLayers:
     on the fly), the same op with float32 weights as a float one. So a layer is kept in float by giving it
     back the float weights of the float conversion of the same Keras model (`float_tflite`: the weighted ops
     in the same order and shapes, as convert/bias.py relies on too): no new conversion, milliseconds.
-    Layers are named by their output tensor, as TFLite's QuantizationDebugger names them.
+    Layers are named by their output tensor, as TFLite's QuantizationDebugger names them. Weights the converter
+    left in float (fewer than 1024) or feeds through a DEQUANTIZE op (no hybrid kernel) are not listed.
     """
 
     def __init__(self, dynamic: bytes, float_tflite: bytes):

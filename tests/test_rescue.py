@@ -140,8 +140,10 @@ def test_tflite_report_has_one_finite_row_per_layer(tflite_rows):
 def test_tflite_fallback_keeps_the_denylisted_layer_in_float(cnn, calibrated, images, tflite_rows):
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgelite.convert.tflite import quantize_calibrated
+
     dense = next(r["layer"] for r in tflite_rows if r["op"] == "FULLY_CONNECTED")
-    model = rescue.tflite_with_fallback(calibrated, [dense], "int8")
+    model = quantize_calibrated(calibrated, "int8", [dense])
     interpreter = Interpreter(model_content=model)
     interpreter.allocate_tensors()
     types = {t["name"]: t["dtype"] for t in interpreter.get_tensor_details()}
