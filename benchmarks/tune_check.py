@@ -10,7 +10,6 @@ not. Timings mean something only on a real, idle CPU: under an emulator check co
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path

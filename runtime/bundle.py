@@ -20,7 +20,8 @@ from .files import find_artifacts, prepare_out_dir, write_atomic, write_json
 # newest that worked were ai-edge-litert 1.4.0 and onnxruntime 1.27.0. Whether the newer ones
 # fail on real hardware too is not known here: the device gets what was proven.
 DEVICE_PINS = {"numpy": "2.4.6", "pillow": "13.0.0", "tqdm": "4.70.1"}
-BACKEND_PINS = {"litert": {"ai-edge-litert": "1.4.0"}, "onnxruntime": {"onnxruntime": "1.27.0", "onnx": "1.23.2"}}
+BACKEND_PINS = {"litert": {"ai-edge-litert": "1.4.0", "flatbuffers": "25.12.19"},  # flatbuffers: pure Python
+                "onnxruntime": {"onnxruntime": "1.27.0"}}  # int8 re-encoding needs no onnx (runtime/int8.py)
 
 
 def build_wheel(out_dir: Path) -> Path:

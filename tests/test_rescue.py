@@ -284,7 +284,7 @@ def test_dynamic_range_below_its_gate_is_rescued_by_bias_correction(trained, tmp
     """The plain export's measurement made to fail: the rescue writes its report, tries bias correction first
     (no size or speed cost) and ships that file, recorded as int8's rescue is, shown by inspect."""
     from edgelite import Classifier
-    from edgelite.convert import pipeline
+    from edgelite.convert import exporter as pipeline
 
     from conftest import run_cli
 

@@ -1,5 +1,3 @@
-import subprocess
-import sys
 import textwrap
 
 import numpy as np

@@ -6,8 +6,6 @@ import io
 import json
 import random
 import struct
-import subprocess
-import sys
 import zipfile
 
 import numpy as np

@@ -3,7 +3,6 @@ Ctrl-C during training, and starting again from a previous run."""
 import json
 import signal
 import subprocess
-import sys
 import time
 import tracemalloc
 

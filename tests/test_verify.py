@@ -125,7 +125,7 @@ def test_a_rescue_that_passes_keeps_the_file_it_measured(fmt, trained, tmp_path,
     """The plain export's measurement is made to fail (on every CPU alike), so the rescue runs: its first
     try that passes (another calibration for ONNX, the worst layer in float for TFLite) is the file that
     ships, and what was measured is what was written."""
-    from edgelite.convert import pipeline
+    from edgelite.convert import exporter as pipeline
 
     real, calls = pipeline.parity, []
 
