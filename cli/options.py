@@ -40,6 +40,10 @@ def model_choice(model: str, backend: str | None = None, threads: int | None = N
     """A model argument as Classifier keywords: a file as given; a bundle folder (edgelite bundle) as the
     choice `edgelite tune` recorded there (tuning first when there is none for this machine), with the
     user's --threads over the recorded ones."""
+    from pathlib import Path
+
+    if not Path(model).is_dir():  # a model file: no need to import the tuner (cold start)
+        return {"model": model, "backend": backend, "threads": threads}
     from edgelite.tune import is_bundle, open_choice
 
     if not is_bundle(model):
