@@ -108,6 +108,23 @@ def rescued(trained, tmp_path_factory):
     return result.artifacts[0]
 
 
+@pytest.fixture
+def first_measure_fails(monkeypatch) -> list:
+    """The converter's first parity measurement (the plain export's) reads agreement 0, on every CPU alike, so
+    the rescue runs; the later ones are real. Returns the list of measurements made."""
+    from edgelite.convert import exporter
+
+    real, calls = exporter.parity, []
+
+    def first_fails(*args, **kwargs):
+        calls.append(1)
+        measured = real(*args, **kwargs)
+        return {**measured, "agreement": 0.0} if len(calls) == 1 else measured
+
+    monkeypatch.setattr(exporter, "parity", first_fails)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def artifact(converted):
     """format name -> artifact path."""

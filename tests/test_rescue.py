@@ -280,22 +280,12 @@ def _dynamic_convert(trained, out, **kwargs):
     return convert(trained.model_path, out, calibration, check, formats=["tflite-dynamic"], verbose=False, **kwargs)
 
 
-def test_dynamic_range_below_its_gate_is_rescued_by_bias_correction(trained, tmp_path, monkeypatch):
+def test_dynamic_range_below_its_gate_is_rescued_by_bias_correction(trained, tmp_path, first_measure_fails):
     """The plain export's measurement made to fail: the rescue writes its report, tries bias correction first
     (no size or speed cost) and ships that file, recorded as int8's rescue is, shown by inspect."""
     from edgelite import Classifier
-    from edgelite.convert import exporter as pipeline
-
     from conftest import run_cli
 
-    real, calls = pipeline.parity, []
-
-    def first_fails(*args, **kwargs):
-        calls.append(1)
-        measured = real(*args, **kwargs)
-        return {**measured, "agreement": 0.0} if len(calls) == 1 else measured
-
-    monkeypatch.setattr(pipeline, "parity", first_fails)
     a = _dynamic_convert(trained, tmp_path / "out").artifacts[0]
     assert a.error is None and a.passed
     recipe = Classifier(a.path).metadata["quantization"]

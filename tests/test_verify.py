@@ -121,20 +121,11 @@ def test_int8_below_its_gate_is_rescued_with_a_report(rescued):
 
 
 @pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
-def test_a_rescue_that_passes_keeps_the_file_it_measured(fmt, trained, tmp_path, monkeypatch):
+def test_a_rescue_that_passes_keeps_the_file_it_measured(fmt, trained, tmp_path, first_measure_fails):
     """The plain export's measurement is made to fail (on every CPU alike), so the rescue runs: its first
     try that passes (another calibration for ONNX, the worst layer in float for TFLite) is the file that
     ships, and what was measured is what was written."""
-    from edgelite.convert import exporter as pipeline
-
-    real, calls = pipeline.parity, []
-
-    def first_fails(*args, **kwargs):
-        calls.append(1)
-        measured = real(*args, **kwargs)
-        return {**measured, "agreement": 0.0} if len(calls) == 1 else measured
-
-    monkeypatch.setattr(pipeline, "parity", first_fails)
+    calls = first_measure_fails
     calibration = [p for p, _ in trained.train][:60]
     check = [p for p, _ in trained.val][:60]
     result = convert(trained.model_path, tmp_path / "out", calibration, check, formats=[fmt], verbose=False)
