@@ -44,6 +44,11 @@ class LiteRTBackend:
         """The options worth timing at this thread count (runtime/tune.py)."""
         return [{}, {"xnnpack": False}]
 
+    @staticmethod
+    def spins(threads: int, options: dict) -> bool:
+        """Whether its pool threads keep a core busy after a call (they do not)."""
+        return False
+
     def __init__(self, path: Path, threads: int | None = None, options: dict | None = None):
         options = _checked(self, options)
         interpreter_module = None
@@ -145,6 +150,12 @@ class OnnxBackend:
     def speed_settings(threads: int) -> list[dict]:
         """The options worth timing at this thread count (runtime/tune.py): spinning needs a second thread."""
         return [{}, {"spinning": False}] if threads > 1 else [{}]
+
+    @staticmethod
+    def spins(threads: int, options: dict) -> bool:
+        """Whether its pool threads keep spinning on the cores after a call (onnxruntime's default with 2+
+        threads): whatever runs next on them is slowed (runtime/tune.py races such settings apart)."""
+        return threads > 1 and options.get("spinning", True)
 
     def __init__(self, path: Path, threads: int | None = None, options: dict | None = None):
         chosen = _checked(self, options)
