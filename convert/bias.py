@@ -17,6 +17,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from .tflite import pack, unpack
+
 INT32 = np.iinfo(np.int32)
 _CONV, _DEPTHWISE, _FC = 3, 4, 9  # TFLite BuiltinOperator codes: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
 _TYPES = {np.float32: 0, np.int32: 2, np.int8: 9}  # TFLite TensorType codes
@@ -187,23 +189,6 @@ def weighted_ops(model) -> list:
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     ops = model.subgraphs[0].operators or []
     return [(op, codes[op.opcodeIndex]) for op in ops if codes[op.opcodeIndex] in (_CONV, _DEPTHWISE, _FC)]
-
-
-def unpack(tflite: bytes):
-    """(the generated schema module, the model as its mutable object tree); `pack` writes it back."""
-    from edgelite.tflite_format import schema as tflite_schema
-
-    schema = tflite_schema()
-    return schema, schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite, 0))
-
-
-def pack(model, size_hint: int = 1024) -> bytes:
-    """The bytes of a model object tree from `unpack` (metadata and signatures carried over)."""
-    import flatbuffers
-
-    builder = flatbuffers.Builder(size_hint)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 def input_means(float_tflite: bytes, calibration: Callable[[], Iterable[np.ndarray]]) -> dict[int, np.ndarray]:

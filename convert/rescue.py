@@ -125,7 +125,8 @@ class DynamicLayers:
     """
 
     def __init__(self, dynamic: bytes, float_tflite: bytes):
-        from .bias import unpack, weighted_ops
+        from .bias import weighted_ops
+        from .tflite import unpack
 
         self.size = len(dynamic)
         _, self.model = unpack(dynamic)
@@ -166,7 +167,7 @@ class DynamicLayers:
 
     def with_float(self, names: Sequence[str]) -> bytes:
         """The model with the named layers' weights in float32; the others stay int8."""
-        from .bias import pack
+        from .tflite import pack
 
         unknown = [n for n in names if n not in self.layers]
         if unknown:

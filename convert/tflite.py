@@ -139,3 +139,26 @@ def embed_metadata(tflite: bytes, document: dict, extra: dict[str, bytes] | None
                  color_space="GRAYSCALE" if spec.get("channels") == 1 else "RGB",
                  description="exported by edgelite; its full preprocessing is in the 'edgelite' metadata entry",
                  entries={METADATA_KEY: json.dumps(document).encode(), **(extra or {})})
+
+
+def unpack(tflite: bytes):
+    """(the generated schema module, the model as its mutable object tree); `pack` writes it back."""
+    from edgelite.tflite_format import schema as tflite_schema
+
+    schema = tflite_schema()
+    if schema is None:
+        raise EdgeliteError("no TFLite interpreter installed to edit the model: pip install 'edgelite[tflite]'")
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(tflite), 0))
+    except Exception as exc:  # a garbage flatbuffer fails in many ways
+        raise EdgeliteError(f"not a readable TFLite model ({one_line(exc)})") from None
+    return schema, model
+
+
+def pack(model, size_hint: int = 1024) -> bytes:
+    """The bytes of a model object tree from `unpack` (metadata and signatures carried over)."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size_hint)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -9,11 +9,12 @@ import zipfile
 import flatbuffers
 import numpy as np
 
-from edgelite.errors import EdgeliteError, one_line
+from edgelite.errors import EdgeliteError
 from edgelite.tflite_format import (COLOR_SPACES, CONTENT, FEATURE_PROPERTIES, FILE, IDENTIFIER, IMAGE,
                                     IMAGE_PROPERTIES, KEY, MODEL, NORMALIZATION, SUBGRAPH, TENSOR,
                                     TENSOR_AXIS_LABELS, UNIT)
-from edgelite.tflite_format import schema as tflite_schema
+
+from .tflite import pack, unpack
 
 
 def write(tflite: bytes, *, name: str, labels: list[str] | None, mean: list[float] | None,
@@ -29,13 +30,7 @@ def write(tflite: bytes, *, name: str, labels: list[str] | None, mean: list[floa
         raise EdgeliteError(f"color space {color_space!r}: want one of {', '.join(COLOR_SPACES)}")
     if (mean is None) != (std is None) or (std is not None and (not std or 0 in std or not mean)):
         raise EdgeliteError("give both mean and std (non-empty, std non-zero), or neither")
-    schema = tflite_schema()
-    if schema is None:
-        raise EdgeliteError("no TFLite interpreter installed to edit the model: pip install 'edgelite[tflite]'")
-    try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(tflite), 0))
-    except Exception as exc:
-        raise EdgeliteError(f"not a readable TFLite model ({one_line(exc)})") from None
+    schema, model = unpack(tflite)
     if any(getattr(b, "offset", 0) > 1 for b in model.buffers or []):
         raise EdgeliteError("models with buffers stored outside the flatbuffer (> 2 GB) are not supported")
     named = {KEY: _metadata(name, description, labels, mean, std, COLOR_SPACES.index(color_space)), **(entries or {})}
@@ -57,9 +52,7 @@ def write(tflite: bytes, *, name: str, labels: list[str] | None, mean: list[floa
         model.metadata.append(entry)
     for m in free:  # no payload left for it: an empty buffer rather than a stale one
         model.buffers[m.buffer] = schema.BufferT()
-    builder = flatbuffers.Builder(len(tflite) + sum(map(len, named.values())) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    out = io.BytesIO(bytes(builder.Output()))
+    out = io.BytesIO(pack(model, len(tflite) + sum(map(len, named.values())) + 1024))
     if labels is not None:
         # "w" at the end, not "a": "a" would find a zip stored inside a buffer (edgelite's check set is
         # an .npz) and write over the flatbuffer after it

@@ -219,7 +219,8 @@ def _run(content: bytes, x: np.ndarray) -> np.ndarray:
 
 
 def test_dynamic_layers_put_a_named_layer_back_in_float(dynamic_pair):
-    from edgelite.convert.bias import unpack, weighted_ops
+    from edgelite.convert.bias import weighted_ops
+    from edgelite.convert.tflite import unpack
 
     dynamic, fp32, x = dynamic_pair
     layers = rescue.DynamicLayers(dynamic, fp32)
