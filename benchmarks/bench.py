@@ -27,30 +27,22 @@ from .labeled import accuracy, labeled_images
 from .latency import artifact_call, keras_call, measure
 
 def environment() -> dict:
-    """The machine and the versions that produced the figures."""
-    versions = {"python": platform.python_version()}
-    from importlib.metadata import PackageNotFoundError, version
+    """The machine and the versions that produced the figures: what tune records (edgelite.tune.machine), the
+    int8 kernels' behaviour, and TensorFlow where this run used it."""
+    from edgelite.tune import machine
 
-    for name, dist in [("numpy", "numpy"), ("pillow", "pillow"), ("litert", "ai-edge-litert"),
-                       ("onnxruntime", "onnxruntime"), ("tensorflow", "tensorflow")]:
-        if name == "tensorflow" and "tensorflow" not in sys.modules:
-            continue  # report TensorFlow only where this run used it
-        try:
-            versions[name] = version(dist)
-        except PackageNotFoundError:
-            continue
-    from edgelite.checkset import cpu_kernels, cpu_name
-
-    cpu = cpu_name()
-
-    flags = cpu_kernels()["flags"]
+    here = machine()
+    versions = {"python": here["python"], **here["packages"]}
+    if "tensorflow" in sys.modules:
+        versions["tensorflow"] = sys.modules["tensorflow"].__version__
+    flags = list(here["flags"])
     try:
         from edgelite.int8 import saturates
 
         flags.append("u8s8-saturates" if saturates() else "u8s8-exact")  # what onnxruntime's int8 kernels do here
     except ImportError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
+    return {"cpu": here["cpu"], "cores": here["cores"], "machine": platform.machine(), "system": platform.system(),
             "flags": flags, "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
