@@ -43,11 +43,11 @@ model.predict(to_float(sys.argv[2], spec)[None], verbose=0)
 """
 
 
-def measure_processes(commands: dict[str, list[str]], repeat: int = 3) -> dict[str, dict]:
-    """name -> {"wall_s", "peak_rss_mib"} medians (or {"error"}) over `repeat` interleaved runs."""
+def measure_processes(commands: dict[str, list[str]], repeat: int = 3, env: dict | None = None) -> dict[str, dict]:
+    """name -> {"wall_s", "peak_rss_mib"} medians (or {"error"}) over `repeat` interleaved runs (in `env`)."""
     try:
         done = subprocess.run([sys.executable, "-c", LAUNCHER, json.dumps(commands), str(repeat)],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True, check=True, env=env)
     except (OSError, subprocess.CalledProcessError) as exc:  # e.g. under user-mode emulation
         return {name: {"error": f"cannot start processes: {exc}"} for name in commands}
     summary = {}

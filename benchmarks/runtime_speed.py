@@ -1,9 +1,16 @@
 """How fast the device runtime is, as ratios against the plainest code that does the same.
 
     python -m edgelite.benchmarks.runtime_speed [--model M.tflite] [--images DIR] [--out DIR]
+        [--onnx M_int8.onnx M_fp32.onnx]
 
 Prints a table and writes runtime_speed.json. Ratios, not absolute times, so that a
-machine's speed cancels out; each pair is measured in the same run.
+machine's speed cancels out; each pair is measured in the same run. With --onnx (an
+`edgelite convert` pair), also: onnx-int8 folder throughput, and onnx-int8's cold start against
+its fp32 sibling's on this CPU and with the int8 re-encoding an AVX2 CPU without VNNI needs
+(forced here: the same work, timed on this CPU).
+
+Children start with bytecode caching on (PYTHONDONTWRITEBYTECODE unset): an installed wheel has
+its .pyc files, and a cold start that compiles edgelite's sources every time measures the compiler.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from edgelite.errors import guarded
 from edgelite.files import find_images, write_atomic, write_json
 from edgelite.preprocess import PreprocessSpec
 
-from .coldstart import measure_processes
+from .coldstart import ARTIFACT_CODE, artifact_command, measure_processes
 from .latency import measure, per_item_ms
 
 SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -47,6 +54,11 @@ print(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
 """
 
 
+# an artifact's cold start where onnxruntime's u8 x s8 kernels saturate (no VNNI): the probe runs, then says so
+RE_ENCODED_CODE = ("import edgelite.int8 as m; probe = m.saturates; m.saturates = lambda: probe() or True; "
+                   + ARTIFACT_CODE)
+
+
 def plain_pil_input(path, spec: PreprocessSpec, detail) -> np.ndarray:
     """What tutorials do: open, convert, resize, float math, quantize."""
     height, width = spec.size
@@ -66,6 +78,47 @@ def interleaved(first, second, rounds: int = 7, runs: int = 50) -> tuple[float, 
         a.append(measure(first, runs=runs, warmup=5)["p50_ms"])
         b.append(measure(second, runs=runs, warmup=5)["p50_ms"])
     return statistics.median(a), statistics.median(b)
+
+
+def folder_throughput(clf: Classifier, paths, rounds: int = 5) -> tuple[float, float]:
+    """ms per image of a loop of predict and of predict_batch: medians of passes taken in turn."""
+    loop, batch = [], []
+    list(clf.predict_batch(paths[:4]))  # its single-threaded interpreters are opened once, not timed
+    for _ in range(rounds):
+        loop.append(per_item_ms(lambda: [clf.predict(p) for p in paths], len(paths), 1))
+        batch.append(per_item_ms(lambda: list(clf.predict_batch(paths)), len(paths), 1))
+    return statistics.median(loop), statistics.median(batch)
+
+
+# one of N processes that classify a share of the photos at once, each on one thread: what the cores give
+# with nothing shared (no GIL, no thread pool), to compare predict_batch's threads with
+SHARE_CODE = """\
+import sys, time
+from edgelite import Classifier
+classifier, paths = Classifier(sys.argv[1], threads=1), sys.argv[3:]
+for path in paths:  # warm, as the passes of predict_batch it is compared with are
+    classifier.predict(path)
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+start = time.time()
+for path in paths:
+    classifier.predict(path)
+print(start, time.time())
+"""
+
+
+def processes_ms(model: Path, paths, rounds: int = 3) -> float:
+    """ms per image when one process per core classifies its share of `paths` (median of `rounds`)."""
+    import subprocess
+
+    cores, runs = os.cpu_count() or 1, []
+    for _ in range(rounds):
+        begin = time.time() + 8  # every process has opened its model and made a first pass by then
+        procs = [subprocess.Popen([sys.executable, "-c", SHARE_CODE, str(model), str(begin),
+                                   *map(str, paths[i::cores])], stdout=subprocess.PIPE, text=True,
+                                  env=cached_bytecode()) for i in range(cores)]
+        spans = [tuple(map(float, proc.communicate()[0].split())) for proc in procs]
+        runs.append((max(end for _, end in spans) - min(start for start, _ in spans)) * 1000 / len(paths))
+    return statistics.median(runs)
 
 
 def per_image_ms(fn, paths, repeat: int = 3) -> float:
@@ -91,7 +144,27 @@ def cold_start(model: Path, image: Path, labels: Path | None, repeat: int) -> di
         if labels:
             ours += ["--labels", str(labels)]
         return measure_processes({"edgelite": ours, "bare": [sys.executable, str(bare), str(model), str(image)]},
-                                 repeat)
+                                 repeat, env=cached_bytecode())
+
+
+def cached_bytecode() -> dict:
+    """This environment with bytecode caching on (see the module's docstring)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def onnx_rows(int8_model: Path, fp32_model: Path, paths, threads: int) -> tuple[dict, dict]:
+    """onnx-int8's folder throughput and its cold start against fp32's (natural and re-encoded)."""
+    loop, batch = folder_throughput(Classifier(int8_model, threads=threads), paths)
+    rows = {"onnx-int8 folder throughput: predict_batch vs a loop of predict": (loop, batch),
+            "onnx-int8: one process per core vs a loop of predict": (loop, processes_ms(int8_model, paths))}
+    image = str(paths[0])
+    cold = measure_processes({"int8": artifact_command(int8_model, image), "fp32": artifact_command(fp32_model, image),
+                              "int8 re-encoded": [sys.executable, "-c", RE_ENCODED_CODE, str(int8_model), image]},
+                             repeat=7, env=cached_bytecode())
+    wall = {name: run.get("wall_s", float("nan")) * 1000 for name, run in cold.items()}
+    rows["cold start: onnx-int8 / onnx-fp32 (this CPU's kernels)"] = (wall["int8"], wall["fp32"])
+    rows["cold start: onnx-int8 re-encoded (as without VNNI) / onnx-fp32"] = (wall["int8 re-encoded"], wall["fp32"])
+    return rows, cold
 
 
 def main(argv=None) -> int:
@@ -102,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=100, help="images to time (default 100)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--onnx", type=Path, nargs=2, metavar=("INT8", "FP32"),
+                        help="an onnx-int8 artifact and its onnx-fp32 sibling: their throughput and cold start too")
     args = parser.parse_args(argv)
     return guarded(lambda: _run(args))
 
@@ -141,13 +216,16 @@ def _run(args) -> int:
     results["12 MP JPEG -> input / invoke"] = (big_ms, invoke)
     results["plain PIL 12 MP JPEG -> input / invoke"] = (big_plain, invoke)
 
-    sequential = per_image_ms(clf.predict, paths, repeat=2)
-    batched = per_item_ms(lambda: list(clf.predict_batch(paths)), len(paths), repeat=2)
-    results["folder throughput: predict_batch vs a loop of predict"] = (sequential, batched)
+    results["folder throughput: predict_batch vs a loop of predict"] = folder_throughput(clf, paths)
+    results["one process per core vs a loop of predict"] = (
+        results["folder throughput: predict_batch vs a loop of predict"][0], processes_ms(args.model, paths))
 
     cold = cold_start(args.model, paths[0], labels, repeat=7)
     results["CLI cold start wall: edgelite / bare script"] = (cold["edgelite"]["wall_s"] * 1000, cold["bare"]["wall_s"] * 1000)
     results["CLI peak RSS: edgelite / bare script"] = (cold["edgelite"]["peak_rss_mib"], cold["bare"]["peak_rss_mib"])
+    if args.onnx:
+        rows, cold["onnx"] = onnx_rows(*args.onnx, paths, args.threads)
+        results.update(rows)
 
     goals = {
         "predict(array) / bare invoke": "<= 1.05",
@@ -157,6 +235,8 @@ def _run(args) -> int:
         "folder throughput: predict_batch vs a loop of predict": ">= 1.5",
         "CLI cold start wall: edgelite / bare script": "<= 1.25",
         "CLI peak RSS: edgelite / bare script": "<= 1.2",
+        "onnx-int8 folder throughput: predict_batch vs a loop of predict": ">= 1.5",
+        "cold start: onnx-int8 re-encoded (as without VNNI) / onnx-fp32": "<= 1.25",
     }
     rows = []
     print(f"\nruntime speed: {args.model.name}, {len(paths)} images, {args.threads} threads, "
@@ -166,7 +246,8 @@ def _run(args) -> int:
         ratio = a / b
         rows.append({"measure": name, "value": a, "baseline": b, "ratio": ratio, "goal": goals.get(name, "")})
         print(f"| {name} | {a:.2f} | {b:.2f} | {ratio:.2f}x | {goals.get(name, '')} |")
-    note = "(ms per call or image; MiB for RSS; throughput ratio = loop ms / batch ms per image)"
+    note = ("(ms per call or image; MiB for RSS; throughput ratio = loop ms / batch ms per image; one process per core: "
+            "loop ms / ms per image of one single-threaded process per core, each on its share of the photos at once)")
     print("\n" + note)
     args.out.mkdir(parents=True, exist_ok=True)
     table = "\n".join(["| measure | ours | baseline | ratio | goal |", "|---|---:|---:|---:|---:|"] + [
