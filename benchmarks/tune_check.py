@@ -1,5 +1,6 @@
 """Is `edgelite tune`'s pick right? A fresh, longer race of every setting tune found passing, measured apart
-from tune, and the pick verified again with its own settings.
+from tune (no early exits, no final among close settings; spinning onnxruntime settings raced in a block of
+their own, as tune does), and the pick verified again with its own settings.
 
     python -m edgelite.benchmarks.tune_check BUNDLE [--rounds 60] [--out check.json]
 
@@ -18,8 +19,7 @@ from edgelite.checkset import verify
 from edgelite.classifier import Classifier
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import write_json
-from edgelite.timing import race
-from edgelite.tune import label, machine, read_record, sample_input
+from edgelite.tune import label, machine, race_apart, read_record, sample_input
 
 
 def check(bundle: Path, rounds: int = 60, calls: int = 3, tolerance: float = 0.10) -> dict:
@@ -33,7 +33,8 @@ def check(bundle: Path, rounds: int = 60, calls: int = 3, tolerance: float = 0.1
         opened[index], x = clf, sample_input(clf)
         runs[index] = lambda clf=clf, x=x: clf.scores(x)
     print(f"racing {len(runs)} settings, {rounds} rounds of {calls} calls", file=sys.stderr)
-    medians = {i: statistics.median(times) for i, times in race(runs, rounds=rounds, calls=calls).items()}
+    # raced as tune races them: onnxruntime's spinning settings apart from the others (edgelite.tune.race_apart)
+    medians = {i: statistics.median(times) for i, times in race_apart(runs, rows, rounds=rounds, calls=calls).items()}
     pick = next(i for i, r in enumerate(rows) if r["status"] == "chosen")
     fastest = min(medians, key=medians.get)
     report = verify(opened[pick])

@@ -168,14 +168,14 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
         raise EdgeliteError("no artifact of the bundle passed verify here: " +
                             "; ".join(sorted({f"{r['artifact']} {r['note']}" for r in rows})))
     say(f"racing {len(runs)} settings round-robin, {rounds} rounds of {calls} calls each")
-    per_round = _race_apart(runs, rows, rounds=rounds, calls=calls, drop_after=max(2, rounds // 4),
-                            drop=_slower(rows))
+    per_round = race_apart(runs, rows, rounds=rounds, calls=calls, drop_after=max(2, rounds // 4),
+                           drop=_slower(rows))
     best = min(statistics.median(times) for times in per_round.values())
     close = [i for i, times in per_round.items() if statistics.median(times) <= FINAL * best]
     if len(close) > 1:  # the contenders race as many rounds again, among themselves: the close call gets more data
         say(f"final: {len(close)} settings within {FINAL - 1:.0%} of the fastest, {rounds} more rounds")
-        for index, times in _race_apart({i: runs[i] for i in close}, rows, rounds=rounds, calls=calls,
-                                        warmup=1).items():
+        for index, times in race_apart({i: runs[i] for i in close}, rows, rounds=rounds, calls=calls,
+                                       warmup=1).items():
             per_round[index].extend(times)
     for index, times in per_round.items():
         rows[index].update(ms=statistics.median(times), rounds=len(times))
@@ -196,7 +196,7 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
     result = {"schema": 1, "bundle_sha256": _digest(bundle_dir / MANIFEST), "machine": machine(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "policy": {"prefer": prefer, "budget_ms": budget_ms},
               "settings": {"rounds": rounds, "calls": calls, "threads": sweep, "measure": "Classifier.scores, median "
-                           "over rounds of the mean of each round's calls, all settings round-robin"},
+                           "over rounds of the mean of each round's calls, round-robin (spinning settings apart)"},
               "choice": {k: rows[chosen][k] for k in ("artifact", "backend", "threads", "options", "ms", "agreement")},
               "table": rows}
     if record:
@@ -251,7 +251,7 @@ def sample_input(clf: Classifier) -> np.ndarray:
     return np.zeros((1, *[s or 1 for s in clf.input.shape[1:]]), clf.input.dtype)
 
 
-def _race_apart(runs: dict, rows: list[dict], **race_options) -> dict:
+def race_apart(runs: dict, rows: list[dict], **race_options) -> dict:
     """`race` the settings whose pool threads keep spinning after a call apart from the others: raced right
     after a spinning onnxruntime session, LiteRT int8 MobileNetV2 took 1.25 ms instead of 0.90 (2 threads,
     idle AMD EPYC), which the round-robin would have charged to LiteRT."""
