@@ -108,10 +108,11 @@ def run_on_ray(args) -> int:
         if not args.json:
             print(f"preprocessing: {describe(classifier.spec)}", file=sys.stderr)
 
-    summary = predict_files(args.model, args.images, address=args.ray, out=args.out, top_k=args.top_k,
+    choice = model_choice(args.model, args.backend)  # a bundle: the artifact and options tune chose (threads: 1)
+    summary = predict_files(choice["model"], args.images, address=args.ray, out=args.out, top_k=args.top_k,
                             actors=args.actors, resume=args.resume, force=args.force,
                             preprocess=preprocess_choice(args), labels=args.labels, output=args.output,
-                            backend=args.backend, on_ready=ready)
+                            backend=choice["backend"], options=choice.get("options"), on_ready=ready)
     if args.json:
         print(json.dumps(summary))
     return 1 if summary["errors"] else 0

@@ -19,7 +19,8 @@ from edgelite.resolve import user_fields
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """An artifact as bytes, with what the user said about it (labels, preprocessing, output, backend)."""
+    """An artifact as bytes, with what the user said about it (labels, preprocessing, output, backend) and the
+    backend's speed options (a bundle's tuned choice: `edgelite tune`)."""
 
     name: str
     data: bytes = field(repr=False)
@@ -30,15 +31,16 @@ class ShippedModel:
     preprocess: dict | None = None
     output: int | str | None = None
     backend: str | None = None
+    options: dict | None = None
 
     @classmethod
-    def read(cls, path: str | Path, labels=None, preprocess=None, output=None,
-             backend: str | None = None) -> tuple["ShippedModel", Classifier]:
+    def read(cls, path: str | Path, labels=None, preprocess=None, output=None, backend: str | None = None,
+             options: dict | None = None) -> tuple["ShippedModel", Classifier]:
         """Read and check an artifact on the driver: the Classifier opened here (it validates the file, the
         labels and the preprocessing now, before any cluster work) and the bytes to ship."""
         path = Path(path)
         if path.is_dir():
-            raise EdgeliteError(f"{path} is a folder: give the .tflite or .onnx file to run on a cluster")
+            raise EdgeliteError(f"{path} is a folder: give a .tflite or .onnx file (or, to `predict --ray`, a bundle)")
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -46,11 +48,12 @@ class ShippedModel:
         if isinstance(labels, (str, Path)):
             labels = read_labels(labels)
         fields = user_fields(preprocess) or None  # a spec .json is read here, not on every worker
-        classifier = Classifier(path, backend=backend, threads=1, labels=labels, preprocess=fields, output=output)
+        classifier = Classifier(path, backend=backend, threads=1, labels=labels, preprocess=fields, output=output,
+                                options=options)
         sidecar = sidecar_path(path)
         model = cls(path.name, data, sidecar.read_bytes() if sidecar.is_file() else None,
                     hashlib.sha256(data).hexdigest(), classifier.spec,
-                    tuple(labels) if labels is not None else None, fields, output, backend)
+                    tuple(labels) if labels is not None else None, fields, output, backend, options)
         return model, classifier
 
     def open(self) -> Classifier:
@@ -59,7 +62,7 @@ class ShippedModel:
         path = self.place(Path(tempfile.gettempdir()) / f"edgelite-model-{self.sha256[:16]}")
         classifier = Classifier(path, backend=self.backend, threads=1,
                                 labels=list(self.labels) if self.labels is not None else None,
-                                preprocess=self.preprocess, output=self.output)
+                                preprocess=self.preprocess, output=self.output, options=self.options)
         if classifier.spec != self.spec:
             raise EdgeliteError(f"{self.name}: the worker resolved other preprocessing than the driver "
                                 f"({classifier.spec} vs {self.spec})")

@@ -21,12 +21,14 @@ log = logging.getLogger(__name__)
 def predict_files(artifact: str | Path, sources: Sequence[str | Path], *, address: str | None = "local",
                   out: str | Path | None = None, top_k: int = 5, actors: int | None = None, resume: bool = False,
                   force: bool = False, preprocess=None, labels=None, output: int | str | None = None,
-                  backend: str | None = None, batch_size: int | None = None, verbose: bool = True,
+                  backend: str | None = None, options: dict | None = None, batch_size: int | None = None,
+                  verbose: bool = True,
                   on_ready: Callable[[Classifier], None] | None = None) -> dict:
     """Classify the images under `sources` (files, folders, globs: as `edgelite predict`) with `artifact` on
     the Ray cluster at `address`, writing one row per input to `out` (.parquet, .csv or .jsonl):
     path, indices, labels, scores (top-k, as local `predict` gives them), error (the one line of a file
-    that could not be read), artifact, sha256. Returns a summary of the run.
+    that could not be read), artifact, sha256. Returns a summary of the run. `backend` and `options`: the
+    backend and its speed options (a bundle's tuned choice), on single-threaded actors.
 
     `resume`: the paths already in `out` are skipped and the new rows added to it. Interrupted (Ctrl-C),
     `out` holds the rows finished so far. `on_ready(classifier)` is called once everything is checked
@@ -43,7 +45,7 @@ def predict_files(artifact: str | Path, sources: Sequence[str | Path], *, addres
     if not paths:
         raise EdgeliteError("no images found")
     model, classifier = ShippedModel.read(artifact, labels=labels, preprocess=preprocess, output=output,
-                                          backend=backend)
+                                          backend=backend, options=options)
     run = Run(model, out, paths, verbose)
     run.summary["preprocess"] = classifier.spec.to_dict()
     writer = ResultsWriter(out, force=force, resume=resume, sha256=model.sha256)

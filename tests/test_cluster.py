@@ -202,6 +202,26 @@ def test_cli_predict_and_bench_with_ray(local_ray, artifact, photos, digits, tmp
     assert "60 images of" in bench.stdout and bench.stdout.count("| tflite-") == 2
 
 
+def test_predict_with_ray_runs_a_bundles_tuned_choice(local_ray, artifact, photos, tmp_path):
+    """A bundle folder given to predict --ray: the artifact and backend options tune recorded there, on
+    single-threaded actors, with the answers local predict gives with that choice."""
+    import json
+
+    bundle = tmp_path / "b"
+    made = run_cli("bundle", artifact["tflite-int8"], artifact["onnx-fp32"], "--out", bundle, "--no-wheel")
+    assert made.returncode == 0, made.stderr
+    tuned = run_cli("tune", bundle, "--runs", "2")
+    assert tuned.returncode == 0, tuned.stderr
+    choice = json.loads((bundle / "tune.json").read_text())["choice"]
+    chosen = bundle / choice["artifact"]
+    out = tmp_path / "results.parquet"
+    done = run_cli("predict", bundle, *photos[:10], "--ray", "local", "--out", out)
+    assert done.returncode == 0, done.stderr
+    expected = {str(r.source): r.predictions for r in Classifier(
+        chosen, backend=choice["backend"], options=choice["options"]).predict_batch([str(p) for p in photos[:10]])}
+    assert_same_as_local(rows_by_path(out), expected, chosen)
+
+
 def test_options_and_errors_without_a_cluster(tmp_path, monkeypatch):
     from edgelite.cluster import add_ray_options, predict_files
     from edgelite.cluster.session import MISSING, import_ray
