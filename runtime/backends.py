@@ -104,10 +104,10 @@ class LiteRTBackend:
     def check_set(self) -> bytes | None:
         return tflite_format.entry(self.path, CHECK_KEY)
 
-    def standard_metadata(self) -> dict | None:
+    def standard_metadata(self, labels: bool = True) -> dict | None:
         """Standard TFLite Metadata (labels, normalisation, colour space), as Model Maker, TF Hub,
-        MediaPipe and Coral models carry it."""
-        return tflite_format.read(self.path)
+        MediaPipe and Coral models carry it (labels=False: without reading the labels file)."""
+        return tflite_format.read(self.path, labels)
 
 
 def _tflite_info(detail: dict) -> TensorInfo:
@@ -205,7 +205,7 @@ class OnnxBackend:
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         return json.loads(raw) if raw else None
 
-    def standard_metadata(self) -> None:
+    def standard_metadata(self, labels: bool = True) -> None:
         return None  # standard TFLite Metadata is a TFLite thing
 
     def check_set(self) -> bytes | None:

@@ -140,8 +140,8 @@ class Classifier:
         self._singles_made = 0
         self._growing = threading.Lock()
         self.metadata = self.backend.metadata() or read_sidecar(self.path) or {}
-        self.standard = self.backend.standard_metadata() if not self.metadata.get("labels") or \
-            "preprocess" not in self.metadata else None
+        self.standard = self.backend.standard_metadata(labels=labels is None) if not self.metadata.get("labels") \
+            or "preprocess" not in self.metadata else None  # the model's labels file is not read when given some
         self.input, self.output = self.backend.input, self.backend.output
         if isinstance(labels, (str, Path)):
             labels = read_labels(labels)

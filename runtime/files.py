@@ -4,8 +4,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -73,6 +71,8 @@ def prepare_out_dir(path: str | Path, force: bool) -> Path:
         raise EdgeliteError(f"{path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise EdgeliteError(f"{path} already exists and is not empty (use --force to overwrite)")
+    import tempfile  # here, not at import: predict's cold start writes nothing
+
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe-")
@@ -94,6 +94,8 @@ def write_atomic(path: str | Path, data: bytes | str, force: bool = True) -> Pat
 
 def move_atomic(src: str | Path, dst: str | Path, force: bool = True) -> Path:
     """Move a finished file into place: copied beside the target, then renamed over it."""
+    import shutil
+
     return write_staged(Path(dst), lambda tmp: shutil.move(str(src), tmp), force)
 
 

@@ -18,7 +18,6 @@ import importlib
 import io
 import mmap
 import struct
-import zipfile
 from pathlib import Path
 
 import flatbuffers
@@ -86,7 +85,7 @@ class _Node:
         return [self.tab.Get(N.Float32Flags, start + 4 * i) for i in range(length)] if start else None
 
 
-def read(model: str | Path | bytes) -> dict | None:
+def read(model: str | Path | bytes, labels: bool = True) -> dict | None:
     """Standard TFLite Metadata of a .tflite (path or bytes), or None if it has none.
 
     Keys: name, description, min_parser_version, input_name, output_name, color_space ("RGB",
@@ -95,6 +94,7 @@ def read(model: str | Path | bytes) -> dict | None:
     when present: default_size [w, h], mean and std (the input's NormalizationOptions), input_range
     [min, max] (the input's Stats, over all channels) and score_calibration {transformation,
     default_score, params: one (scale, slope, offset, min_score or None) or None per class}.
+    labels=False: the labels file is named (label_file), not read (the caller has labels of its own).
     Raises EdgeliteError (one line) when the metadata or its zip is unreadable."""
     where = "model" if isinstance(model, (bytes, bytearray, memoryview)) else str(model)
     try:
@@ -119,11 +119,13 @@ def read(model: str | Path | bytes) -> dict | None:
         name = meta.pop(key, None)
         if name is None:
             continue
-        text = _zipped(data, name, where, kind)
         if key == "label_file":
-            meta["label_file"], meta["labels"] = name, _lines(text)
+            meta["label_file"] = name
+            if labels:
+                meta["labels"] = _lines(_zipped(data, name, where, kind))
         else:
-            meta["score_calibration"]["params"] = [_calibration(line, where) for line in _lines(text)]
+            meta["score_calibration"]["params"] = [_calibration(line, where)
+                                                   for line in _lines(_zipped(data, name, where, kind))]
     return meta
 
 
@@ -184,6 +186,8 @@ def _units(tensor: _Node) -> list[tuple[int, _Node]]:
 
 def _zipped(data: bytes, name: str, where: str, kind: str) -> str:
     """One associated file from the zip appended to the model, as text."""
+    import zipfile  # only models with associated files pay for it (cold start)
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return archive.read(name).decode("utf-8")

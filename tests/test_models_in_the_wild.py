@@ -35,6 +35,18 @@ def test_coral_bird_classifier_needs_no_flags():
     assert line["predictions"][0]["index"] == 659 and line["preprocess"]["resize"] == "stretch"
 
 
+def test_labels_given_win_and_the_models_own_are_not_read():
+    """--labels over a model's zipped labels file: the user's names, the same preprocessing, and the zip left
+    unread (a model whose zip is damaged still runs with labels of the user's)."""
+    model = shared(f"{MODELS}/mobilenet_v2_1.0_224_inat_bird_quant.tflite")
+    own = Classifier(model)
+    names = [f"bird {i}" for i in range(own.classes)]
+    given = Classifier(model, labels=names)
+    assert given.labels == names and given.spec == own.spec
+    assert given.standard["labels"] is None and given.standard["label_file"] == own.standard["label_file"]
+    assert given.predict(shared(f"{MODELS}/bird.bmp"), top_k=1)[0].label == "bird 659"
+
+
 def test_float_model_with_normalization_options_needs_no_preprocess():
     clf = Classifier(shared(f"{MODELS}/mobilenet_v1_0.25_224_1_metadata_1.tflite"))
     assert clf.spec.mean == (127.5,) * 3 and clf.spec.std == (127.5,) * 3 and clf.labels[0] == "background"
