@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from edgelite import Classifier
-from edgelite.errors import guarded
+from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_atomic, write_json
 from edgelite.preprocess import PreprocessSpec
 
@@ -117,6 +117,8 @@ def processes_ms(model: Path, paths, rounds: int = 3) -> float:
                                    *map(str, paths[i::cores])], stdout=subprocess.PIPE, text=True,
                                   env=cached_bytecode()) for i in range(cores)]
         spans = [tuple(map(float, proc.communicate()[0].split())) for proc in procs]
+        if any(len(span) != 2 for span in spans):
+            raise EdgeliteError(f"a process classifying its share of the photos with {model.name} failed")
         runs.append((max(end for _, end in spans) - min(start for start, _ in spans)) * 1000 / len(paths))
     return statistics.median(runs)
 
