@@ -34,13 +34,14 @@ class Cluster(NamedTuple):
 def connect(address: str | None = "local", verbose: bool = True) -> Iterator[Cluster]:
     """Connect the driver to Ray for the duration of the block.
 
-    `local` starts a Ray instance on this machine for this run (its CPUs) and stops it after; `auto`
-    joins the cluster this machine belongs to (`ray start`); anything else is a cluster address
+    `local` joins the Ray already running on this machine (`ray start`), else starts one for this run (its
+    CPUs) and stops it after; `auto` joins the cluster this machine belongs to; anything else is a cluster address
     (HOST:6379, or ray://HOST:10001 for Ray Client). A driver already connected (ray.init called by the
     caller, e.g. a test or a notebook) is used as it is and left connected.
     """
     ray = import_ray()
-    started = False
+    local = address in (None, "", "local")
+    ours, joined = False, False  # ours: connected here (and disconnected after); joined: a Ray that was running
     if not ray.is_initialized():
         debug = bool(os.environ.get("EDGELITE_DEBUG"))
         # the workers' own output (LiteRT's delegate notice on every actor) stays on the nodes unless debugging:
@@ -50,28 +51,40 @@ def connect(address: str | None = "local", verbose: bool = True) -> Iterator[Clu
         if address not in (None, "", "local", "auto"):
             _check_reachable(address)
         try:
-            local = address in (None, "", "local")
-            with _starting(debug, local):
+            joined = not local or _running_here(ray)
+            with _starting(debug, starting=not joined):
                 if local:
                     ray.init(**options)
                 else:
                     ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             raise EdgeliteError(f"cannot reach the Ray cluster at {address}: {one_line(exc)}") from None
-        started = True
+        ours = True
     quiet_data(ray)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cpus = int(ray.cluster_resources().get("CPU", 0))
-        where = ray.get_runtime_context().gcs_address if address not in (None, "", "local") or not started \
-            else f"local ({ray.get_runtime_context().gcs_address})"
+        gcs = ray.get_runtime_context().gcs_address
+        where = gcs if not (ours and local) else (f"local: the Ray running here ({gcs})" if joined
+                                                  else f"local: started for this run ({gcs})")
         cluster = Cluster(where, len(nodes), cpus)
         if verbose:
             log.info(f"ray: {cluster.address}, {cluster.nodes} node(s), {cluster.cpus} CPUs")
         yield cluster
     finally:
-        if started:
+        if ours:
             ray.shutdown()
+
+
+def _running_here(ray) -> bool:
+    """Whether ray.init() without an address will join a Ray already running on this machine (RAY_ADDRESS, or the
+    one `ray start` recorded) rather than start one: Ray's own lookup, a private function (False without it)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(None) is not None
+    except Exception:  # noqa: BLE001  another Ray version, or a stale record of a cluster that is gone
+        return False
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -90,16 +103,16 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def _starting(debug: bool, local: bool):
+def _starting(debug: bool, starting: bool):
     """Settings of the processes Ray starts now (environment variables read at start, each unless set already):
 
     - RAY_BACKEND_LOG_LEVEL=fatal (unless debugging): Ray's C++ core prints an error-level notice about
       restartable actors on every Ray Data run (ray issue 53727); failures still reach the driver as
       exceptions. Setting it is announced on stderr, silenced here while Ray starts.
-    - RAY_worker_niceness=0 for a local instance: Ray starts its workers at nice 15, which on a machine doing
+    - RAY_worker_niceness=0 for an instance started here: Ray starts its workers at nice 15, which on a machine doing
       anything else starves them (local `predict` runs at 0). A cluster's nodes keep what `ray start` set."""
     settings = {} if debug else {"RAY_BACKEND_LOG_LEVEL": "fatal"}
-    if local:
+    if starting:
         settings["RAY_worker_niceness"] = "0"
     settings = {key: value for key, value in settings.items() if key not in os.environ}
     os.environ.update(settings)

@@ -31,7 +31,8 @@ def local_ray():
     if ray.is_initialized():
         ray.shutdown()
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default nice 15 starves the actors on a busy CI box
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    # its own instance, also where a Ray runs on this machine already (ray start): 2 CPUs whatever the machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -245,6 +246,10 @@ def test_options_and_errors_without_a_cluster(tmp_path, monkeypatch):
         _check_reachable("127.0.0.1:1")  # at once, where Ray itself retries for minutes
     with pytest.raises(EdgeliteError, match="HOST:PORT"):
         _check_reachable("nonsense")
+    from edgelite.cluster.session import _running_here
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # --ray local joins a Ray the environment names
+    assert _running_here(ray)
     from edgelite.cluster.pipeline import worker_error
 
     failure = RuntimeError("The actor died because of an error raised in its creation task\nTraceback ...\n"
