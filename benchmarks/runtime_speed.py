@@ -1,6 +1,6 @@
 """How fast the device runtime is, as ratios against the plainest code that does the same.
 
-    python -m edgelite.benchmarks.runtime_speed [--model M.tflite] [--images DIR] [--out DIR]
+    python -m edgelite.benchmarks.runtime_speed [--model M.tflite] [--images DIR...] [--limit N] [--out DIR]
         [--onnx M_int8.onnx M_fp32.onnx]
 
 Prints a table and writes runtime_speed.json. Ratios, not absolute times, so that a
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--labels", type=Path, default=None)
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--images", type=Path, nargs="+", default=[DEFAULT_IMAGES], help="folders or files")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=100, help="images to time (default 100)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -187,7 +187,7 @@ def _run(args) -> int:
     labels = args.labels or (DEFAULT_LABELS if args.model == DEFAULT_MODEL else None)
 
     clf = Classifier(args.model, threads=args.threads, labels=labels)
-    paths = find_images([args.images])[: args.limit]
+    paths = find_images(args.images)[: args.limit]
     x = clf.prepare(paths[0])
     interp = clf.backend.interpreter
     in_index, out_index = clf.backend._in_index, clf.backend._out_index
