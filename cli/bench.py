@@ -44,12 +44,7 @@ def run(args) -> int:
         from edgelite.errors import EdgeliteError
 
         raise EdgeliteError("--actors goes with --ray")
-    models, options, chosen = [], {}, []
-    for model in args.models:  # a bundle folder: the artifact and settings tune chose for this machine
-        choice = model_choice(model)
-        models.append(choice["model"])
-        if "options" in choice:
-            options[choice["model"]], chosen = choice["options"], [*chosen, choice["threads"]]
+    models, options, chosen = _resolved(args.models)
     runs, threads, limit, repeat = args.runs, args.threads or (sorted(set(chosen)) or None), args.limit, 3
     if args.quick:
         runs, threads, limit, repeat = min(runs, 20), threads or [os.cpu_count() or 1], limit or 50, 1
@@ -65,6 +60,18 @@ def run(args) -> int:
     return 0
 
 
+def _resolved(models: list[str]) -> tuple[list[str], dict, list[int]]:
+    """The models as given, each bundle folder as the artifact tune chose for this machine: (models, that
+    artifact's backend options by path, the thread counts chosen)."""
+    resolved, options, chosen = [], {}, []
+    for model in models:
+        choice = model_choice(model)
+        resolved.append(choice["model"])
+        if "options" in choice:
+            options[choice["model"]], chosen = choice["options"], [*chosen, choice["threads"]]
+    return resolved, options, chosen
+
+
 def run_on_ray(args) -> int:
     """--ray: top-1/top-5 and agreement between the artifacts over the whole labeled set, on a Ray cluster
     (edgelite.cluster.evaluate); latency stays a local measurement, made on the device without --ray."""
@@ -77,7 +84,8 @@ def run_on_ray(args) -> int:
         raise EdgeliteError("bench --ray measures the artifacts on the cluster; the Keras reference runs locally "
                             "(bench --keras without --ray)")
     out = prepare_out_dir(args.out, args.force) if args.out else None
-    document = evaluate(args.models, args.data, address=args.ray, actors=args.actors,
+    models, options, _ = _resolved(args.models)  # a bundle: its tuned choice, as local bench runs it
+    document = evaluate(models, args.data, address=args.ray, actors=args.actors, options=options,
                         limit=args.limit or (50 if args.quick else None), preprocess=preprocess_choice(args))
     rows, settings, cluster = document["rows"], document["settings"], document["cluster"]
     print(f"\n{settings['images']} images of {settings['data']} on Ray ({cluster['address']}, {cluster['nodes']} "

@@ -22,14 +22,15 @@ log = logging.getLogger(__name__)
 
 def evaluate(artifacts: Sequence[str | Path], data: str | Path, *, address: str | None = "local",
              actors: int | None = None, limit: int | None = None, preprocess=None, batch_size: int | None = None,
-             verbose: bool = True) -> dict:
+             options: dict | None = None, verbose: bool = True) -> dict:
     """Accuracy of each artifact (files, or folders holding .tflite/.onnx files) on the labeled folder `data`,
     and its agreement with the first artifact, computed on the cluster at `address`.
 
     Returns {"settings", "cluster", "rows"}: rows like `bench`'s accuracy figures (name, format, path, size_mb,
     top1, top5, labeled) plus images, errors (files that could not be read, left out of the figures, with
     the first few in `error_examples`), and agreement, top5_overlap and max_abs_diff against the first
-    artifact (parity.py's measures; the first artifact's own row says 1.0)."""
+    artifact (parity.py's measures; the first artifact's own row says 1.0). `options`: an artifact's backend
+    options by its path (a bundle's tuned choice), as local bench takes them."""
     from edgelite.benchmarks.bench import find_artifacts
     from edgelite.benchmarks.labeled import accuracy, labeled_images
     from edgelite.parity import parity
@@ -40,7 +41,8 @@ def evaluate(artifacts: Sequence[str | Path], data: str | Path, *, address: str 
         raise EdgeliteError("--limit must be at least 1")
     import_ray()
     paths = find_artifacts(artifacts)
-    models = [ShippedModel.read(path, preprocess=preprocess) for path in paths]
+    options = {Path(p): o for p, o in (options or {}).items()}
+    models = [ShippedModel.read(path, preprocess=preprocess, options=options.get(path)) for path in paths]
     first = models[0][1]
     items = labeled_images(data, first.labels, first.output.shape[-1])
     if limit:

@@ -203,9 +203,10 @@ def test_cli_predict_and_bench_with_ray(local_ray, artifact, photos, digits, tmp
     assert "60 images of" in bench.stdout and bench.stdout.count("| tflite-") == 2
 
 
-def test_predict_with_ray_runs_a_bundles_tuned_choice(local_ray, artifact, photos, tmp_path):
+def test_predict_with_ray_runs_a_bundles_tuned_choice(local_ray, artifact, photos, digits, tmp_path):
     """A bundle folder given to predict --ray: the artifact and backend options tune recorded there, on
-    single-threaded actors, with the answers local predict gives with that choice."""
+    single-threaded actors, with the answers local predict gives with that choice; bench --ray measures that
+    one artifact too, as local bench does."""
     import json
 
     bundle = tmp_path / "b"
@@ -221,6 +222,10 @@ def test_predict_with_ray_runs_a_bundles_tuned_choice(local_ray, artifact, photo
     expected = {str(r.source): r.predictions for r in Classifier(
         chosen, backend=choice["backend"], options=choice["options"]).predict_batch([str(p) for p in photos[:10]])}
     assert_same_as_local(rows_by_path(out), expected, chosen)
+    bench = run_cli("bench", bundle, "--data", digits, "--ray", "--limit", "30")
+    assert bench.returncode == 0, bench.stderr
+    assert bench.stdout.count("| tflite-") + bench.stdout.count("| onnx-") == 1, bench.stdout
+    assert f"| {Classifier(chosen).metadata['format']} |" in bench.stdout
 
 
 def test_options_and_errors_without_a_cluster(tmp_path, monkeypatch):
