@@ -186,8 +186,13 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     labels = args.labels or (DEFAULT_LABELS if args.model == DEFAULT_MODEL else None)
 
-    clf = Classifier(args.model, threads=args.threads, labels=labels)
+    if args.model.suffix.lower() != ".tflite":
+        raise EdgeliteError(f"--model takes a .tflite (the baseline is a bare LiteRT script), not {args.model.name}: "
+                            "an onnx-int8 / onnx-fp32 pair goes in --onnx")
     paths = find_images(args.images)[: args.limit]
+    if not paths:
+        raise EdgeliteError(f"no images found in {' '.join(map(str, args.images))}")
+    clf = Classifier(args.model, threads=args.threads, labels=labels)
     x = clf.prepare(paths[0])
     interp = clf.backend.interpreter
     in_index, out_index = clf.backend._in_index, clf.backend._out_index

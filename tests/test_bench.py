@@ -147,6 +147,9 @@ def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices()
     ("load", ["{missing}", "--images", "{tmp}", "--out", "{tmp}/old"], "already exists"),  # checked before any work
     ("load", ["{missing}", "--images", "{tmp}", "--out", "{tmp}/old/load.json/x"], "cannot write"),
     ("runtime_speed", ["--model", "{missing}", "--out", "{tmp}/out"], "missing.tflite"),
+    ("runtime_speed", ["--model", "{tmp}/m.onnx", "--out", "{tmp}/out"], "--onnx"),
+    ("runtime_speed", ["--images", "{tmp}/old", "--out", "{tmp}/out"], "no images found"),
+    ("cluster_speed", ["{missing}", "--images", "{tmp}"], "no images found"),
     ("aarch64", ["{missing}", "--work", "{tmp}/work"], "missing.tflite"),
     ("tune_check", ["{tmp}"], "no recorded choice"),
     ("convert_speed", ["{missing}", "--calib", "{tmp}"], "missing.tflite"),
