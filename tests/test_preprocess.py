@@ -27,6 +27,20 @@ def test_presets_map_pixels_as_documented():
         np.testing.assert_allclose(to_float(image, spec)[0, 0], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("preset", ["mobilenet", "unit", "caffe", "torch"])
+def test_float_input_is_the_formula_to_the_bit(preset):
+    """(pixel - mean) / std in float32, every value of 0..255 in every channel: what Keras' own preprocessing
+    computes and what calibration saw, whatever way the runtime gets there."""
+    from edgelite.preprocess import from_pixels, pixels
+
+    ramp = np.stack([np.roll(np.arange(256, dtype=np.uint8), 85 * c) for c in range(3)], -1).reshape(16, 16, 3)
+    spec = PreprocessSpec(size=(16, 16), preset=preset, resize="stretch")
+    px = pixels(Image.fromarray(ramp), spec)
+    expected = (px.astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
+    np.testing.assert_array_equal(from_pixels(px, spec)[0], expected)
+    np.testing.assert_array_equal(to_float(Image.fromarray(ramp), spec), expected)
+
+
 def test_nchw_layout_and_batch_dim():
     spec = PreprocessSpec(size=(8, 6), preset="unit", layout="NCHW")
     x = to_input(Image.new("RGB", (30, 20), (255, 0, 0)), spec)
