@@ -79,6 +79,7 @@ class Exporter:
     near_tie: float = NEAR_TIE
     _float_means: dict | None = None
     _dynamic_layers: object = None
+    float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (rescue.float_depthwise)
     _saved_model: Path | bool | None = None
 
     def calibration_batches(self):
@@ -100,11 +101,17 @@ class Exporter:
 
     def tflite(self, kind: str) -> bytes:
         """A TFLite conversion of the Keras model (fp32, fp16, dynamic), made once: fp32 is also what int8 is
-        calibrated from and the reference of bias correction, dynamic what its rescue starts from."""
+        calibrated from and the reference of bias correction, dynamic what its rescue starts from. Dynamic
+        range keeps its depthwise weights in float (rescue.float_depthwise: XNNPACK runs no hybrid depthwise)."""
         path = self.tmp / f"{kind}.tflite"
         if not path.exists():
             with quiet():
-                path.write_bytes(tflite.to_tflite(self.model, kind, saved_model=self.saved_model()))
+                data = tflite.to_tflite(self.model, kind, saved_model=self.saved_model())
+                if kind == "dynamic":
+                    from .rescue import float_depthwise
+
+                    data, self.float_depthwise = float_depthwise(data, self.tflite_fp32())
+            path.write_bytes(data)
         return path.read_bytes()
 
     def tflite_fp32(self) -> bytes:
@@ -283,6 +290,10 @@ class Exporter:
 
     def recipe(self, family: str, precision: str) -> dict:
         recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
+        if family == "tflite" and precision == "dynamic":
+            self.tflite_dynamic()
+            if self.float_depthwise:
+                recipe["float_depthwise"] = self.float_depthwise  # layers with float weights (no hybrid kernel)
         if precision == "int8":
             recipe["activations"] = "int8" if family == "tflite" else "uint8"
             recipe["calibration_samples"] = len(self.calib)

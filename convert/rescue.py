@@ -185,6 +185,23 @@ class DynamicLayers:
                 self.model.buffers[tensor.buffer].data = data
 
 
+def float_depthwise(dynamic: bytes, float_tflite: bytes) -> tuple[bytes, int]:
+    """A dynamic-range model with its depthwise convolutions' weights back in float32, and how many.
+
+    XNNPACK (LiteRT's default delegate, x86 and ARM) has hybrid kernels for CONV_2D and FULLY_CONNECTED but
+    none for DEPTHWISE_CONV_2D: every int8-weight depthwise layer stays on TFLite's builtin kernels and cuts the
+    graph into delegate partitions (MobileNetV2: 16 partitions, 12.7 ms on one thread, against 1 partition and
+    3.6 ms with them in float, on AMD EPYC avx512_vnni; benchmarks/RESULTS.md). Depthwise weights are few (3x3
+    per channel: 1.8 % more bytes for MobileNetV2) and the hardest to round, so float costs little and loses
+    nothing. A model whose weighted layers do not pair with the float conversion's is returned as it is."""
+    try:
+        layers = DynamicLayers(dynamic, float_tflite)
+    except EdgeliteError:
+        return dynamic, 0
+    names = [name for name, (kind, *_) in layers.layers.items() if _OP_NAMES[kind] == "DEPTHWISE_CONV_2D"]
+    return (layers.with_float(names) if names else dynamic), len(names)
+
+
 def _db(signal: float, noise: float) -> float | None:
     if signal <= 0:
         return None

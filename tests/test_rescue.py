@@ -240,6 +240,47 @@ def test_dynamic_layers_put_a_named_layer_back_in_float(dynamic_pair):
         layers.with_float(["no such layer"])
 
 
+
+def test_dynamic_range_keeps_depthwise_weights_in_float_for_one_delegate_partition(dynamic_pair):
+    """A MobileNet-style block: with int8 depthwise weights (no XNNPACK hybrid kernel) the graph is cut into
+    several delegate partitions; float_depthwise gives them float weights, the pointwise convolution stays
+    int8, and the whole model is one XNNPACK partition with the float model's depthwise numbers."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgelite.convert import tflite
+    from edgelite.convert.bias import weighted_ops
+    from edgelite.convert.tflite import unpack
+
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([  # expand, depthwise, project: the depthwise between two delegated convolutions
+        keras.Input((10, 10, 64)), keras.layers.Conv2D(128, 1, activation="relu"),
+        keras.layers.DepthwiseConv2D(3, activation="relu"), keras.layers.Conv2D(64, 1, activation="relu"),
+        keras.layers.DepthwiseConv2D(3), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(4, activation="softmax"),
+    ])
+    dynamic, fp32 = tflite.to_tflite(model, "dynamic"), tflite.to_tflite(model, "fp32")
+    out, count = rescue.float_depthwise(dynamic, fp32)
+    assert count == 1  # the first depthwise (1152 weights); the second has 576, left in float by the converter
+
+    def kinds(content):
+        _, m = unpack(content)
+        return [(rescue._OP_NAMES[kind], m.subgraphs[0].tensors[op.inputs[1]].type) for op, kind in weighted_ops(m)]
+
+    assert kinds(dynamic)[:3] == [("CONV_2D", 9), ("DEPTHWISE_CONV_2D", 9), ("CONV_2D", 9)]  # TensorType INT8
+    assert kinds(out)[:3] == [("CONV_2D", 9), ("DEPTHWISE_CONV_2D", 0), ("CONV_2D", 9)]  # FLOAT32 in the middle
+
+    def partitions(content):
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+
+    assert partitions(dynamic) > 1 and partitions(out) == 1
+    x = np.random.default_rng(4).random((3, 10, 10, 64), dtype=np.float32)
+    assert np.abs(_run(out, x) - _run(fp32, x)).max() < np.abs(_run(dynamic, x) - _run(fp32, x)).max()
+    assert rescue.float_depthwise(dynamic_pair[0], dynamic_pair[1]) == (dynamic_pair[0], 0)  # no depthwise
+    assert rescue.float_depthwise(dynamic, dynamic_pair[1]) == (dynamic, 0)  # layers that do not pair: as it is
+
 def test_dynamic_report_rates_each_quantized_layer(dynamic_pair):
     dynamic, fp32, x = dynamic_pair
     rows = rescue.tflite_dynamic_layer_report(dynamic, fp32, x)
