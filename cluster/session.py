@@ -109,8 +109,8 @@ def _starting(debug: bool, starting: bool):
     - RAY_BACKEND_LOG_LEVEL=fatal (unless debugging): Ray's C++ core prints an error-level notice about
       restartable actors on every Ray Data run (ray issue 53727); failures still reach the driver as
       exceptions. Setting it is announced on stderr, silenced here while Ray starts.
-    - RAY_worker_niceness=0 for an instance started here: Ray starts its workers at nice 15, which on a machine doing
-      anything else starves them (local `predict` runs at 0). A cluster's nodes keep what `ray start` set."""
+    - RAY_worker_niceness=0 for an instance started here: Ray starts its workers at nice 15, which on a machine
+      doing anything else starves them (local `predict` runs at 0). A cluster's nodes keep what `ray start` set."""
     settings = {} if debug else {"RAY_BACKEND_LOG_LEVEL": "fatal"}
     if starting:
         settings["RAY_worker_niceness"] = "0"

@@ -198,6 +198,8 @@ class Exporter:
                     data = tflite.quantize_calibrated(self.calibrated(), self.io_type, exclude)
                 else:
                     data = self.tflite(precision)  # made once: fp32 is also int8's bias correction reference
+                if precision == "dynamic" and self.float_depthwise:
+                    recipe["float_depthwise"] = self.float_depthwise  # layers with float weights (no hybrid kernel)
                 if corrected:
                     data, recipe["bias_correction"] = bias.correct_tflite(data, self.tflite_fp32(), self.float_means())
                 staged.write_bytes(data)
@@ -290,10 +292,6 @@ class Exporter:
 
     def recipe(self, family: str, precision: str) -> dict:
         recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
-        if family == "tflite" and precision == "dynamic":
-            self.tflite_dynamic()
-            if self.float_depthwise:
-                recipe["float_depthwise"] = self.float_depthwise  # layers with float weights (no hybrid kernel)
         if precision == "int8":
             recipe["activations"] = "int8" if family == "tflite" else "uint8"
             recipe["calibration_samples"] = len(self.calib)
