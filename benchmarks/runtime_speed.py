@@ -71,23 +71,26 @@ def plain_pil_input(path, spec: PreprocessSpec, detail) -> np.ndarray:
     return x.astype(detail.dtype)[None]
 
 
-def interleaved(first, second, rounds: int = 7, runs: int = 50) -> tuple[float, float]:
-    """Median p50 of two callables timed in alternating rounds, so drift hits both alike."""
+def in_turn(first, second, rounds: int) -> tuple[float, float]:
+    """Medians of two measurements (callables returning ms) taken in alternating rounds, so drift hits both."""
     a, b = [], []
     for _ in range(rounds):
-        a.append(measure(first, runs=runs, warmup=5)["p50_ms"])
-        b.append(measure(second, runs=runs, warmup=5)["p50_ms"])
+        a.append(first())
+        b.append(second())
     return statistics.median(a), statistics.median(b)
 
 
+def interleaved(first, second, rounds: int = 7, runs: int = 50) -> tuple[float, float]:
+    """Median p50 latency of two callables, timed in alternating rounds."""
+    return in_turn(lambda: measure(first, runs=runs, warmup=5)["p50_ms"],
+                   lambda: measure(second, runs=runs, warmup=5)["p50_ms"], rounds)
+
+
 def folder_throughput(clf: Classifier, paths, rounds: int = 5) -> tuple[float, float]:
-    """ms per image of a loop of predict and of predict_batch: medians of passes taken in turn."""
-    loop, batch = [], []
+    """ms per image of a loop of predict and of predict_batch, passes taken in alternating rounds."""
     list(clf.predict_batch(paths[:4]))  # its single-threaded interpreters are opened once, not timed
-    for _ in range(rounds):
-        loop.append(per_item_ms(lambda: [clf.predict(p) for p in paths], len(paths), 1))
-        batch.append(per_item_ms(lambda: list(clf.predict_batch(paths)), len(paths), 1))
-    return statistics.median(loop), statistics.median(batch)
+    return in_turn(lambda: per_image_ms(clf.predict, paths, repeat=1),
+                   lambda: per_item_ms(lambda: list(clf.predict_batch(paths)), len(paths), 1), rounds)
 
 
 # one of N processes that classify a share of the photos at once, each on one thread: what the cores give

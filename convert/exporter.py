@@ -79,7 +79,7 @@ class Exporter:
     near_tie: float = NEAR_TIE
     _float_means: dict | None = None
     _dynamic_layers: object = None
-    float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (rescue.float_depthwise)
+    _float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (rescue.float_depthwise)
     _saved_model: Path | bool | None = None
 
     def calibration_batches(self):
@@ -110,7 +110,7 @@ class Exporter:
                 if kind == "dynamic":
                     from .rescue import float_depthwise
 
-                    data, self.float_depthwise = float_depthwise(data, self.tflite_fp32())
+                    data, self._float_depthwise = float_depthwise(data, self.tflite_fp32())
             path.write_bytes(data)
         return path.read_bytes()
 
@@ -198,8 +198,8 @@ class Exporter:
                     data = tflite.quantize_calibrated(self.calibrated(), self.io_type, exclude)
                 else:
                     data = self.tflite(precision)  # made once: fp32 is also int8's bias correction reference
-                if precision == "dynamic" and self.float_depthwise:
-                    recipe["float_depthwise"] = self.float_depthwise  # layers with float weights (no hybrid kernel)
+                if precision == "dynamic" and self._float_depthwise:
+                    recipe["float_depthwise"] = self._float_depthwise  # layers with float weights (no hybrid kernel)
                 if corrected:
                     data, recipe["bias_correction"] = bias.correct_tflite(data, self.tflite_fp32(), self.float_means())
                 staged.write_bytes(data)

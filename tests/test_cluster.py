@@ -228,6 +228,16 @@ def test_predict_with_ray_runs_a_bundles_tuned_choice(local_ray, artifact, photo
     assert f"| {Classifier(chosen).metadata['format']} |" in bench.stdout
 
 
+def test_shipped_model_carries_backend_options_to_the_worker(artifact):
+    """A tuned choice's backend options reach the actor's Classifier (as predict --ray on a bundle ships them)."""
+    from edgelite.cluster.model import ShippedModel
+
+    model, driver = ShippedModel.read(artifact["tflite-int8"], options={"xnnpack": False})
+    worker = model.open()  # what each actor does, without Ray
+    assert driver.options == worker.options == {"xnnpack": False}
+    assert "xnnpack=False" in worker.backend.version and worker.spec == driver.spec
+
+
 def test_options_and_errors_without_a_cluster(tmp_path, monkeypatch):
     from edgelite.cluster import add_ray_options, predict_files
     from edgelite.cluster.session import MISSING, import_ray
