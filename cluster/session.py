@@ -65,8 +65,8 @@ def connect(address: str | None = "local", verbose: bool = True) -> Iterator[Clu
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cpus = int(ray.cluster_resources().get("CPU", 0))
         gcs = ray.get_runtime_context().gcs_address
-        where = gcs if not (ours and local) else (f"local: the Ray running here ({gcs})" if joined
-                                                  else f"local: started for this run ({gcs})")
+        where = f"local: {'the Ray running here' if joined else 'started for this run'} ({gcs})" if ours and local \
+            else gcs
         cluster = Cluster(where, len(nodes), cpus)
         if verbose:
             log.info(f"ray: {cluster.address}, {cluster.nodes} node(s), {cluster.cpus} CPUs")
