@@ -20,11 +20,12 @@ from tqdm import tqdm
 from edgelite import Classifier
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import find_artifacts, prepare_out_dir
+from edgelite.timing import METHOD, measure, opener, summary
 
 from . import report
 from .coldstart import artifact_command, keras_command, measure_processes
 from .labeled import accuracy, labeled_images
-from .latency import artifact_call, keras_call, measure
+from .latency import keras_call
 
 def environment() -> dict:
     """The machine and the versions that produced the figures: what tune records (edgelite.tune.machine), the
@@ -74,9 +75,9 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
     sweep = sorted(set(threads)) if threads else list(range(1, cores + 1))
     main_threads = max(sweep)
     options = {Path(p): o for p, o in (options or {}).items()}
-    classifiers = {p: Classifier(p, threads=main_threads, preprocess=preprocess, options=options.get(p)) for p in paths}
-    first = classifiers[paths[0]]
-    labels, classes = first.labels, first.output.shape[-1]
+    first = Classifier(paths[0], preprocess=preprocess)
+    labels, classes, first_spec = first.labels, first.output.shape[-1], first.spec
+    del first  # nothing is loaded while the settings are timed
 
     if items is None:
         items = labeled_images(data, labels, classes) if data else []
@@ -90,16 +91,20 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
     reference = None
     if keras is not None:
         keras_rows, reference = _keras_rows(keras, keras_model, images, truth, runs, warmup, cold_repeat, preprocess,
-                                            first, verbose)
+                                            first_spec, verbose)
         rows.extend(keras_rows)
-    for path in tqdm(paths, desc="artifacts", disable=not verbose):
-        rows.append(_artifact_row(path, classifiers[path], sweep, main_threads, images, truth, reference,
-                                  runs, warmup, batches, cold_repeat, preprocess, sample))
+    latency = _latency(paths, sweep, options, runs, warmup, verbose)
+    for path in tqdm(paths, desc="artifacts", disable=not verbose):  # one artifact loaded at a time
+        clf = Classifier(path, threads=main_threads, preprocess=preprocess, options=options.get(path))
+        rows.append(_artifact_row(path, clf, sweep, main_threads, images, truth, reference, latency, runs,
+                                  batches, cold_repeat, sample))
+        del clf
     report.add_speedups(rows)
     document = {
         "title": title or "edgelite bench",
         "environment": environment(),
         "settings": {"runs": runs, "warmup": warmup, "threads": main_threads, "threads_sweep": sweep,
+                     "latency": {**METHOD, "measure": "Classifier.scores on a prepared input"},
                      "batches": list(batches), "images": len(images), "data": str(data) if data else "given list",
                      "keras": str(keras) if keras else None},
         "rows": rows,
@@ -109,7 +114,7 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
     return document
 
 
-def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, preprocess, first, verbose):
+def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, preprocess, first_spec, verbose):
     """Two reference rows: the model traced once (the fair baseline) and `model.predict`
     called per image (what most tutorials time)."""
     from edgelite.convert.loading import import_tensorflow
@@ -121,7 +126,7 @@ def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, pr
 
     keras_path = Path(keras_path)
     model, reference = loaded if loaded is not None else (load_model(keras_path), None)
-    spec = resolve_spec(model, keras_path, preprocess or (first.spec if first.spec.layout == "NHWC" else None))
+    spec = resolve_spec(model, keras_path, preprocess or (first_spec if first_spec.layout == "NHWC" else None))
     if images:
         if reference is None:
             probabilities = []
@@ -134,8 +139,9 @@ def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, pr
         x = np.zeros((1, *spec.size, 3), np.float32)
     size = _size_mb(keras_path)
     acc = accuracy(reference, truth) if reference is not None else {}
-    compiled = measure(keras_call(model, x), runs=runs, warmup=warmup)
-    plain = measure(lambda: model.predict(x, verbose=0), runs=max(5, runs // 5), warmup=2)
+    traced = keras_call(model, x)  # in memory already: its turns warm and time it, nothing to open
+    compiled = _timed({"compiled": lambda: traced}, runs, warmup)["compiled"]
+    plain = _timed({"plain": lambda: (lambda: model.predict(x, verbose=0))}, max(5, runs // 5), 2)["plain"]
     cold = (measure_processes({"keras": keras_command(keras_path, images[0], preprocess)}, cold_repeat)["keras"]
             if images else {})
     common = {"format": "keras", "path": str(keras_path), "size_mb": size, "top1": acc.get("top1"),
@@ -146,18 +152,30 @@ def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, pr
     return rows, reference
 
 
-def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, runs, warmup, batches,
-                  cold_repeat, preprocess, sample):
+def _timed(openers: dict, runs: int, warmup: int) -> dict:
+    """edgelite.timing's method on these settings: `runs` calls each, in alternating rounds of turns."""
+    rounds = max(1, min(5, runs // 10))
+    per_turn = measure(openers, rounds, -(-runs // rounds), warmup=warmup)
+    return {key: {"runs": sum(map(len, turns)), **summary(turns)} for key, turns in per_turn.items()}
+
+
+def _latency(paths, sweep, options, runs, warmup, verbose) -> dict:
+    """{(artifact, threads): figures}: every setting timed as it will run, alone (edgelite.timing), the
+    settings in alternating rounds so that drift hits them alike."""
+    openers = {(path, t): opener(path, t, options.get(path)) for path in paths for t in sweep}
+    if verbose:
+        print(f"timing {len(openers)} settings, each alone, in alternating rounds", file=sys.stderr)
+    return _timed(openers, runs, warmup)
+
+
+def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, latency, runs, batches,
+                  cold_repeat, sample):
     x = clf.prepare(sample) if sample else np.zeros((1, *clf.input.shape[1:]), clf.input.dtype)
-    by_threads = {}
-    for t in sweep:
-        runner = clf if t == main_threads else Classifier(path, threads=t, preprocess=preprocess,
-                                                          options=clf.options)
-        by_threads[t] = measure(artifact_call(runner, x), runs=runs, warmup=warmup)
+    by_threads = {t: latency[(path, t)] for t in sweep}
     row = {"name": clf.metadata.get("format") or path.name, "format": clf.metadata.get("format", path.suffix[1:]),
            "path": str(path), "size_mb": _size_mb(path), **_latency_fields(by_threads[main_threads]),
            "threads": {str(t): m["p50_ms"] for t, m in by_threads.items()}}
-    row["batch_ms_per_image"] = _batches(clf, x, batches, runs, warmup)
+    row["batch_ms_per_image"] = _batches(clf, x, batches, runs)
     if images:
         scores = np.concatenate([clf.scores(clf.prepare(p)) for p in images])
         acc = accuracy(scores, truth)
@@ -183,14 +201,15 @@ def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, runs
     return row
 
 
-def _batches(clf, x, batches, runs, warmup) -> dict:
+def _batches(clf, x, batches, runs) -> dict:
     result = {}
     for b in batches:
         if b == 1:
             continue
         xb = np.repeat(x, b, axis=0)
         try:
-            result[str(b)] = measure(lambda: clf.backend.run(xb), runs=max(5, runs // b), warmup=2)["p50_ms"] / b
+            call = lambda: clf.backend.run(xb)  # noqa: E731
+            result[str(b)] = _timed({b: lambda: call}, max(5, runs // b), 2)[b]["p50_ms"] / b
         except (RuntimeError, ValueError, EdgeliteError) as exc:  # e.g. a model fixed to batch 1
             result[str(b)] = f"unsupported: {one_line(exc, limit=120)}"
     clf.backend.run(x)  # back to batch 1

@@ -31,7 +31,7 @@ from edgelite import Classifier
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
 
-from .latency import percentiles
+from edgelite.timing import percentiles
 
 BOUNDARY = "edgeliteLoadBoundary"
 

@@ -32,7 +32,9 @@ from edgelite.files import find_images, write_atomic, write_json
 from edgelite.preprocess import PreprocessSpec
 
 from .coldstart import ARTIFACT_CODE, artifact_command, measure_processes
-from .latency import measure, per_item_ms
+from edgelite.timing import measure, summary
+
+from .latency import per_item_ms
 
 SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 DEFAULT_MODEL = SHARED / "data/third-party-models/mobilenet_v2_1.0_224_quant.tflite"
@@ -81,9 +83,9 @@ def in_turn(first, second, rounds: int) -> tuple[float, float]:
 
 
 def interleaved(first, second, rounds: int = 7, runs: int = 50) -> tuple[float, float]:
-    """Median p50 latency of two callables, timed in alternating rounds."""
-    return in_turn(lambda: measure(first, runs=runs, warmup=5)["p50_ms"],
-                   lambda: measure(second, runs=runs, warmup=5)["p50_ms"], rounds)
+    """Median latency of two callables, timed as edgelite.timing times settings: turns in alternating rounds."""
+    per_turn = measure({"first": lambda: first, "second": lambda: second}, rounds, runs, warmup=5)
+    return summary(per_turn["first"])["ms"], summary(per_turn["second"])["ms"]
 
 
 def folder_throughput(clf: Classifier, paths, rounds: int = 5) -> tuple[float, float]:
@@ -210,7 +212,7 @@ def _run(args) -> int:
     results["predict(array) / bare invoke"] = (predict, invoke)
     raw, run = bare_invoke(), clf.backend.run
     clf.backend.run = lambda batch: raw  # everything predict does besides the interpreter's work
-    overhead = measure(lambda: clf.predict(x), runs=3000, warmup=100)["p50_ms"]
+    overhead = summary(measure({"predict": lambda: (lambda: clf.predict(x))}, 1, 3000, warmup=100)["predict"])["ms"]
     clf.backend.run = run
     results["(invoke + predict's own work) / invoke"] = (invoke + overhead, invoke)
 

@@ -3,8 +3,9 @@
 Which format is fastest is a property of the CPU (fp16 beat int8 on an AVX2 EPYC; int8 wins on ARM
 boards with dot-product instructions), so it is measured where it runs: every artifact of a bundle is
 verified on this machine's kernels (its check set: an artifact below its gate here is left out), then
-every (artifact, threads, backend options) that passed is raced round-robin (runtime/timing.py) and
-one is chosen by a policy within an optional latency budget. The choice is recorded in BUNDLE/tune.json
+every (artifact, threads, backend options) that passed is timed as it will run, alone, in alternating rounds
+spread over the measuring time (runtime/timing.py), and one is chosen by a policy within an optional latency
+budget, on its slow moments (`slow_ms`), not its best ones. The choice is recorded in BUNDLE/tune.json
 with the machine it was made on; `open_choice` reuses it while the CPU and the packages are the same,
 and tunes again when they are not. Numpy and the backends only: no TensorFlow.
 """
@@ -21,21 +22,29 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
 from .backends import BACKENDS
-from .checkset import cpu_kernels, cpu_name, decode, unpack, verify
+from .checkset import cpu_kernels, cpu_name, verify
 from .classifier import Classifier
 from .errors import EdgeliteError, one_line
-from .files import write_json
-from .timing import race
+from .files import write_json, write_staged
+from .timing import METHOD, Load, measure, opener, summary
 
 log = logging.getLogger(__name__)
 MANIFEST, RECORD, PLOT = "bundle.json", "tune.json", "tune.png"
 PREFER = ("fastest", "smallest", "accurate")
 PACKAGES = ("edgelite", "numpy", "pillow", "ai-edge-litert", "tflite-runtime", "onnxruntime")
-DROP_SLOWER = 2.0  # after a quarter of the rounds, settings whose best round is this much slower than their
-# artifact's best setting leave the race
-FINAL = 1.25  # settings within this of the fastest race again among themselves
+SCHEMA = 2  # tune.json's layout: 2 = figures of settings timed alone (ms, fast_ms, slow_ms over turns)
+ROUNDS, CALLS = 8, 10  # rounds of one turn per setting, timed calls per turn
+DROP_SLOWER = 2.0  # after a third of the rounds, settings whose best turn is this much slower than their
+# artifact's best setting leave
+FINAL = 1.25  # settings whose fast moments are within this of the steadiest one's slow moments go to a final
+CHOICE = ("artifact", "backend", "threads", "options", "ms", "fast_ms", "slow_ms", "agreement")
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 class Choice(NamedTuple):
@@ -99,6 +108,8 @@ def stale(record: dict | None, bundle_dir: Path) -> str | None:
     """Why the recorded choice cannot be used here as it is (None: it can)."""
     if record is None or "choice" not in record:
         return "no choice recorded"
+    if record.get("schema") != SCHEMA:
+        return "recorded by another edgelite version"
     if record.get("bundle_sha256") != _digest(bundle_dir / MANIFEST):
         return "the bundle changed since"
     if not (bundle_dir / record["choice"]["artifact"]).is_file():
@@ -125,19 +136,20 @@ def open_choice(bundle_dir: str | Path, say: Callable[[str], None] = log.info) -
     return Choice(bundle_dir / choice["artifact"], choice["backend"], choice["threads"], choice["options"])
 
 
-def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | None = None, rounds: int = 20,
-         threads: list[int] | None = None, calls: int = 3, record: bool = True,
+def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | None = None, rounds: int = ROUNDS,
+         threads: list[int] | None = None, calls: int = CALLS, record: bool = True,
          say: Callable[[str], None] | None = None) -> dict:
-    """Verify every artifact of the bundle here, race every setting of those that pass, choose one.
-    Returns the record (also written to tune.json, and a plot to tune.png, with `record`)."""
+    """Verify every artifact of the bundle here, time every setting of those that pass as it runs alone
+    (runtime/timing.py), choose one. Returns the record (also written to tune.json, and a plot to tune.png, with
+    `record`)."""
     if prefer not in PREFER:
         raise EdgeliteError(f"unknown --prefer {prefer!r} (choose from {', '.join(PREFER)})")
-    bundle_dir, say = Path(bundle_dir), say or (lambda line: None)
+    bundle_dir, say = Path(bundle_dir), say or _silent
     manifest = read_manifest(bundle_dir)
     sweep = sorted(set(threads or range(1, (os.cpu_count() or 1) + 1)))
     if sweep[0] < 1:
         raise EdgeliteError("--threads must be at least 1")
-    rows, runs, classifiers = [], {}, {}
+    rows, openers = [], {}
     for entry in manifest["artifacts"]:
         settings = [(t, o) for t in sweep for o in BACKENDS[entry["backend"]].speed_settings(t)]
         checked: dict = {}  # options -> the verify report of one classifier with them
@@ -146,58 +158,58 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
                    "backend": entry["backend"], "threads": t, "options": options}
             rows.append(row)
             key = json.dumps(options, sort_keys=True)
+            path = bundle_dir / entry["file"]
             try:
-                clf = Classifier(bundle_dir / entry["file"], threads=t, options=options)
                 if key not in checked:
                     say(f"verifying {entry['file']} ({entry['backend']}{_options(options)})")
-                    checked[key] = {**_verified(clf), "threads": t}
+                    clf = Classifier(path, threads=t, options=options)
+                    checked[key] = {**_verified(clf), "threads": t, "runs_as": clf.backend.version}
+                    del clf  # released: only the setting being timed is ever loaded
             except EdgeliteError as exc:
-                checked.setdefault(key, {"passed": False, "why": one_line(exc)})
-                row.update(status="error", note=one_line(exc))
-                continue
+                checked[key] = {"passed": False, "why": one_line(exc), "error": True}
             report = checked[key]
+            if report.get("error"):
+                row.update(status="error", note=report["why"])
+                continue
             row.update(agreement=report.get("agreement"), gate=report.get("min_agreement"))
             if not report["passed"]:
                 row.update(status="excluded", note=report["why"])
                 continue
             row.update(status="timed", note=report.get("why"), verified_threads=report["threads"],
-                       runs_as=clf.backend.version)
-            classifiers[len(rows) - 1], x = clf, sample_input(clf)
-            runs[len(rows) - 1] = lambda clf=clf, x=x: clf.scores(x)
-    if not runs:
+                       runs_as=report["runs_as"])
+            openers[len(rows) - 1] = opener(path, t, options)
+    if not openers:
         raise EdgeliteError("no artifact of the bundle passed verify here: " +
                             "; ".join(sorted({f"{r['artifact']} {r['note']}" for r in rows})))
-    say(f"racing {len(runs)} settings round-robin, {rounds} rounds of {calls} calls each")
-    per_round = race_apart(runs, rows, rounds=rounds, calls=calls, drop_after=max(2, rounds // 4),
-                           drop=_slower(rows))
-    best = min(statistics.median(times) for times in per_round.values())
-    close = [i for i, times in per_round.items() if statistics.median(times) <= FINAL * best]
-    if len(close) > 1:  # the contenders race as many rounds again, among themselves: the close call gets more data
-        say(f"final: {len(close)} settings within {FINAL - 1:.0%} of the fastest, {rounds} more rounds")
-        for index, times in race_apart({i: runs[i] for i in close}, rows, rounds=rounds, calls=calls,
-                                       warmup=1).items():
-            per_round[index].extend(times)
-    for index, times in per_round.items():
-        rows[index].update(ms=statistics.median(times), rounds=len(times))
-        if len(times) < rounds:  # left the race early
-            rows[index]["note"] = (f"left the race after {len(times)} rounds: every round >{DROP_SLOWER:g}x its "
+    started = time.perf_counter()
+    say(f"timing {len(openers)} settings, each alone: {rounds} rounds of one turn each ({calls} calls after a "
+        "warm-up), the order alternating")
+    with Load() as load:
+        per_turn = _timed(openers, rounds, calls, rows, say)
+    figures = {i: summary(times) for i, times in per_turn.items()}
+    for index, f in figures.items():
+        rows[index].update({k: f[k] for k in ("ms", "fast_ms", "slow_ms", "turns")})
+        if f["turns"] < rounds:  # left early
+            rows[index]["note"] = (f"left after {f['turns']} turns: every turn >{DROP_SLOWER:g}x its "
                                    "artifact's best")
     while True:  # the choice is verified with its own thread count too
         chosen = rows.index(choose(rows, prefer, budget_ms))
-        if rows[chosen].pop("verified_threads") == rows[chosen]["threads"]:
+        row = rows[chosen]
+        if row.pop("verified_threads") == row["threads"]:
             break
-        report = _verified(classifiers[chosen])
+        report = _verified(Classifier(bundle_dir / row["artifact"], threads=row["threads"], options=row["options"]))
         if report["passed"]:
             break
-        rows[chosen].update(status="excluded", note=report["why"] + f" on {rows[chosen]['threads']} threads", ms=None)
+        row.update(status="excluded", note=report["why"] + f" on {row['threads']} threads", ms=None, slow_ms=None)
     for row in rows:
         row.pop("verified_threads", None)
     rows[chosen]["status"] = "chosen"
-    result = {"schema": 1, "bundle_sha256": _digest(bundle_dir / MANIFEST), "machine": machine(),
+    result = {"schema": SCHEMA, "bundle_sha256": _digest(bundle_dir / MANIFEST), "machine": machine(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "policy": {"prefer": prefer, "budget_ms": budget_ms},
-              "settings": {"rounds": rounds, "calls": calls, "threads": sweep, "measure": "Classifier.scores, median "
-                           "over rounds of the mean of each round's calls, round-robin (spinning settings apart)"},
-              "choice": {k: rows[chosen][k] for k in ("artifact", "backend", "threads", "options", "ms", "agreement")},
+              "settings": {"rounds": rounds, "calls": calls, "threads": sweep, "measure": "Classifier.scores",
+                           "method": METHOD, "turns": sum(len(t) for t in per_turn.values()),
+                           "seconds": round(time.perf_counter() - started, 1), "meanwhile": load.figures},
+              "choice": choice_of(rows, rows[chosen]),
               "table": rows}
     if record:
         save(bundle_dir, result)
@@ -205,19 +217,32 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
 
 
 def choose(rows: list[dict], prefer: str = "fastest", budget_ms: float | None = None) -> dict:
-    """The row a policy picks among the timed ones within the budget: fastest; smallest file (ties: faster);
-    accurate, the highest agreement verified here (ties: faster; unverified ones last)."""
-    timed = [r for r in rows if r.get("ms") is not None]
+    """The row a policy picks among the timed ones whose slow moments (`slow_ms`) are within the budget:
+    fastest, the lowest slow_ms (a setting fast only at some moments does not win on them); smallest file
+    (ties: faster); accurate, the highest agreement verified here (ties: faster; unverified ones last)."""
+    timed = [r for r in rows if r.get("slow_ms") is not None]
     if not timed:
         raise EdgeliteError("no artifact of the bundle passed verify here")
-    within = [r for r in timed if budget_ms is None or r["ms"] <= budget_ms]
+    within = [r for r in timed if budget_ms is None or r["slow_ms"] <= budget_ms]
     if not within:
-        best = min(timed, key=lambda r: r["ms"])
+        best = min(timed, key=lambda r: r["slow_ms"])
         raise EdgeliteError(f"no artifact meets the {budget_ms:g} ms budget here (fastest: {best['artifact']} on "
-                            f"{best['threads']} threads at {best['ms']:.1f} ms)")
-    order = {"fastest": lambda r: r["ms"], "smallest": lambda r: (r["bytes"], r["ms"]),
-             "accurate": lambda r: (-(r["agreement"] if r.get("agreement") is not None else -1.0), r["ms"])}
+                            f"{best['threads']} threads at {best['slow_ms']:.1f} ms at its slow moments)")
+    order = {"fastest": lambda r: r["slow_ms"], "smallest": lambda r: (r["bytes"], r["slow_ms"]),
+             "accurate": lambda r: (-(r["agreement"] if r.get("agreement") is not None else -1.0), r["slow_ms"])}
     return min(within, key=order[prefer])
+
+
+def choice_of(rows: list[dict], pick: dict) -> dict:
+    """The record's choice: the picked row's setting and figures, and how sure it is: the steadiest other
+    setting, and whether it is within the pick's noise (its fast moments reach the pick's slow ones)."""
+    chosen = {k: pick[k] for k in CHOICE}
+    others = [r for r in rows if r.get("slow_ms") is not None and r is not pick]
+    if not others:
+        return {**chosen, "runner_up": None}
+    runner = min(others, key=lambda r: r["slow_ms"])
+    return {**chosen, "runner_up": {"setting": label(runner), "ms": runner["ms"], "slow_ms": runner["slow_ms"]},
+            "margin": runner["slow_ms"] / pick["slow_ms"] - 1, "within_noise": runner["fast_ms"] <= pick["slow_ms"]}
 
 
 def save(bundle_dir: Path, record: dict) -> None:
@@ -243,35 +268,34 @@ def _verified(clf: Classifier) -> dict:
     return report
 
 
-def sample_input(clf: Classifier) -> np.ndarray:
-    """One prepared input: the first check image when the artifact carries them, else zeros."""
-    payload = clf.backend.check_set()
-    if payload is not None:
-        return clf.prepare_pixels(decode(unpack(payload)[0][0]))
-    return np.zeros((1, *[s or 1 for s in clf.input.shape[1:]]), clf.input.dtype)
-
-
-def race_apart(runs: dict, rows: list[dict], **race_options) -> dict:
-    """`race` the settings whose pool threads keep spinning after a call apart from the others: raced right
-    after a spinning onnxruntime session, LiteRT int8 MobileNetV2 took 1.25 ms instead of 0.90 (2 threads,
-    idle AMD EPYC), which the round-robin would have charged to LiteRT."""
-    spinning = {i for i in runs if BACKENDS[rows[i]["backend"]].spins(rows[i]["threads"], rows[i]["options"])}
-    per_round: dict = {}
-    for block in ([i for i in runs if i not in spinning], [i for i in runs if i in spinning]):
-        if block:
-            per_round.update(race({i: runs[i] for i in block}, **race_options))
-    return per_round
+def _timed(openers: dict, rounds: int, calls: int, rows: list[dict], say: Callable[[str], None]) -> dict:
+    """Every setting in `rounds` rounds (those clearly slower than their artifact's best leave after a third of
+    them), then the contenders (fast moments within FINAL of the steadiest one's slow moments) as many rounds
+    again among themselves: the close call gets more data. {setting: its turns}."""
+    with tqdm(total=rounds, desc="rounds", unit="round", disable=say is _silent, leave=False) as bar:
+        per_turn = measure(openers, rounds, calls, drop_after=max(2, rounds // 3), drop=_slower(rows),
+                           tick=lambda n: bar.update())
+    figures = {i: summary(times) for i, times in per_turn.items()}
+    best = min(f["slow_ms"] for f in figures.values())
+    close = [i for i, f in figures.items() if f["fast_ms"] <= FINAL * best]
+    if len(close) > 1:
+        say(f"final: {len(close)} settings within {FINAL - 1:.0%} of the steadiest, {rounds} more rounds")
+        with tqdm(total=rounds, desc="final", unit="round", disable=say is _silent, leave=False) as bar:
+            for index, times in measure({i: openers[i] for i in close}, rounds, calls,
+                                        tick=lambda n: bar.update()).items():
+                per_turn[index].extend(times)
+    return per_turn
 
 
 def _slower(rows: list[dict]) -> Callable[[dict], set]:
-    """The rule for leaving the race: even the best round of a setting DROP_SLOWER x slower than the median
-    of its artifact's best setting so far (a burst of another job's work does not hit every round)."""
-    def drop(rounds: dict) -> set:
+    """The rule for leaving early: even the best turn of a setting DROP_SLOWER x slower than the median turn
+    of its artifact's best setting so far (a burst of another job's work does not hit every turn)."""
+    def drop(turns: dict) -> set:
         best: dict = {}
-        for index, times in rounds.items():
-            artifact, ms = rows[index]["artifact"], statistics.median(times)
+        for index, figures in turns.items():
+            artifact, ms = rows[index]["artifact"], statistics.median(figures)
             best[artifact] = min(ms, best.get(artifact, ms))
-        return {i for i, times in rounds.items() if min(times) > DROP_SLOWER * best[rows[i]["artifact"]]}
+        return {i for i, figures in turns.items() if min(figures) > DROP_SLOWER * best[rows[i]["artifact"]]}
     return drop
 
 
@@ -294,16 +318,17 @@ def _plot(record: dict, path: Path) -> None:
 
     rows = sorted((r for r in record["table"] if r.get("ms") is not None), key=lambda r: -r["ms"])
     fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.5))
-    ax.barh([label(r) for r in rows], [r["ms"] for r in rows],
+    ms = np.array([r["ms"] for r in rows])
+    spread = np.array([[r["ms"] - r["fast_ms"] for r in rows], [r["slow_ms"] - r["ms"] for r in rows]])
+    ax.barh([label(r) for r in rows], ms, xerr=spread, capsize=3,
             color=[matplotlib.colors.to_rgba("tab:orange" if r["status"] == "chosen" else "tab:blue",
-                                             0.45 if r.get("rounds", 0) < record["settings"]["rounds"] else 1.0)
+                                             0.45 if r.get("turns", 0) < record["settings"]["rounds"] else 1.0)
                    for r in rows])
-    ax.set_xlabel("ms per image (median over rounds; pale: left the race early)")
+    ax.set_xlabel("ms per image, each setting timed alone: median over turns, whiskers 10th-90th percentile "
+                  "(pale: left early)")
     m = record["machine"]
-    ax.set_title(f"{m['cpu']} [{' '.join(m['flags'])}], {m['cores']} cores\nchosen ({record['policy']['prefer']}): "
-                 f"{label(record['choice'])}", fontsize=9)
+    ax.set_title(f"{m['cpu']} [{' '.join(m['flags'])}], {m['cores']} cores\nchosen ({record['policy']['prefer']}, "
+                 f"on its 90th percentile): {label(record['choice'])}", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.part.png")
-    fig.savefig(tmp, dpi=100)
+    write_staged(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), force=True)
     plt.close(fig)
-    os.replace(tmp, path)

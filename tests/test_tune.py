@@ -80,7 +80,13 @@ def test_tune_verifies_times_and_records_the_fastest_of_its_own_table(tuned):
     assert record["machine"]["cpu"] == cpu_name() and record["machine"]["flags"] == cpu_kernels()["flags"]
     timed = [r for r in record["table"] if r.get("ms") is not None]
     chosen = [r for r in record["table"] if r["status"] == "chosen"]
-    assert len(chosen) == 1 and chosen[0]["ms"] == min(r["ms"] for r in timed)
+    assert len(chosen) == 1 and chosen[0]["slow_ms"] == min(r["slow_ms"] for r in timed)
+    assert all(r["fast_ms"] <= r["ms"] <= r["slow_ms"] and r["turns"] >= 1 for r in timed)
+    taken = record["settings"]
+    assert record["schema"] == 2 and taken["method"]["isolation"].startswith("one setting loaded at a time")
+    assert taken["turns"] >= 4 * len(timed) // 2 and taken["seconds"] > 0
+    if record["choice"]["runner_up"] is not None:
+        assert record["choice"]["runner_up"]["slow_ms"] >= record["choice"]["slow_ms"]
     assert record["choice"]["artifact"] == chosen[0]["artifact"] and record["choice"]["threads"] >= 1
     failed = [r for r in record["table"] if r["artifact"] == "fails_here.onnx"]
     assert failed and all(r["status"] == "excluded" and "below its gate here" in r["note"] for r in failed)
@@ -120,10 +126,10 @@ def test_a_budget_nobody_meets_is_one_line_and_exit_2(tuned):
 
 
 def test_choose_by_policy_and_budget():
-    rows = [{"artifact": "a", "threads": 1, "bytes": 30, "agreement": 0.99, "ms": 5.0},
-            {"artifact": "b", "threads": 2, "bytes": 10, "agreement": 0.97, "ms": 9.0},
-            {"artifact": "c", "threads": 1, "bytes": 20, "agreement": 1.0, "ms": 12.0},
-            {"artifact": "d", "threads": 1, "bytes": 5, "agreement": 1.0, "ms": None}]  # not timed: never chosen
+    rows = [{"artifact": "a", "threads": 1, "bytes": 30, "agreement": 0.99, "slow_ms": 5.0},
+            {"artifact": "b", "threads": 2, "bytes": 10, "agreement": 0.97, "slow_ms": 9.0},
+            {"artifact": "c", "threads": 1, "bytes": 20, "agreement": 1.0, "slow_ms": 12.0},
+            {"artifact": "d", "threads": 1, "bytes": 5, "agreement": 1.0, "slow_ms": None}]  # not timed: never chosen
     assert choose(rows)["artifact"] == "a"
     assert choose(rows, "smallest")["artifact"] == "b"
     assert choose(rows, "accurate")["artifact"] == "c"
@@ -180,14 +186,141 @@ def test_tune_on_a_folder_that_is_no_bundle_is_one_line(tmp_path):
     assert done.returncode == 2 and "not a bundle" in done.stderr and done.stderr.count("\n") == 1
 
 
-def test_race_runs_rounds_over_every_candidate_and_drops_the_named_ones():
-    from edgelite.timing import race
+class FakeClock:
+    """Nanoseconds that pass only when a fake setting works: the tests below do not depend on this machine."""
 
-    calls = []
-    runs = {key: (lambda key=key: calls.append(key)) for key in "abc"}
-    seen = {}
-    rounds = race(runs, rounds=6, calls=2, warmup=1, drop_after=2,
-                  drop=lambda so_far: seen.update({k: len(v) for k, v in so_far.items()}) or {"c"})
-    assert {k: len(v) for k, v in rounds.items()} == {"a": 6, "b": 6, "c": 2}
-    assert seen == {"a": 2, "b": 2, "c": 2}
-    assert calls[3:9] == ["a", "a", "b", "b", "c", "c"]  # after the warm-up: round-robin, not one after another
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def fake_settings(clock, ms: dict, state: dict) -> dict:
+    """Openers of fake settings whose calls take `ms[name]`, plus what a real neighbour costs: 5 ms more on each
+    of the first 3 calls after another setting ran (its caches cold, its pool threads parked), and 3 ms more
+    for each other setting loaded at the time (their pool threads spinning)."""
+    import weakref
+
+    def opener(name):
+        def open_setting():
+            state["loaded"].add(name)
+
+            def run():
+                state["streak"] = state["streak"] + 1 if state["last"] == name else 1
+                state["last"] = name
+                cost = ms[name](state) if callable(ms[name]) else ms[name]
+                cost += 5.0 * (state["streak"] <= 3 and len(state["ran"] - {name}) > 0)
+                cost += 3.0 * len(state["loaded"] - {name})
+                state["ran"].add(name)
+                clock.now += int(cost * 1e6)
+
+            weakref.finalize(run, state["loaded"].discard, name)  # released with its call, as a Classifier is
+            return run
+        return open_setting
+
+    return {name: opener(name) for name in ms}
+
+
+def _state():
+    return {"last": None, "streak": 0, "loaded": set(), "ran": set()}
+
+
+def test_each_setting_is_timed_as_it_runs_alone_whatever_ran_before_it():
+    from edgelite.timing import measure, summary
+
+    clock, state = FakeClock(), _state()
+    per_turn = measure(fake_settings(clock, {"a": 2.0, "b": 3.0, "c": 4.0}, state), rounds=4, calls=5, clock=clock)
+    assert {key: summary(turns)["ms"] for key, turns in per_turn.items()} == {"a": 2.0, "b": 3.0, "c": 4.0}
+    assert all(len(turns) == 4 and all(len(t) == 5 for t in turns) for turns in per_turn.values())
+    assert state["loaded"] == set()  # every setting released after its turn
+
+    # the way tune timed before (every setting loaded, round-robin, 3 calls a round, no warm-up per round) reads
+    # each one slower than it runs alone: the test's fakes do what real neighbours did
+    from edgelite.timing import time_calls
+
+    clock, state = FakeClock(), _state()
+    loaded = {key: open_setting() for key, open_setting in fake_settings(clock, {"a": 2.0, "b": 3.0}, state).items()}
+    raced = {key: [] for key in loaded}
+    for _ in range(4):
+        for key, run in loaded.items():
+            raced[key].extend(time_calls(run, 3, clock))
+    assert all(min(times) > alone for times, alone in zip(raced.values(), (2.0, 3.0)))
+
+
+def test_the_choice_prefers_a_steady_setting_to_one_fast_only_at_some_moments():
+    from edgelite.timing import measure, summary
+
+    def by_turns(fast, slow):  # fast or slow by turns, as a second core that comes and goes
+        turns = {"n": 0}
+
+        def cost(state):
+            if state["streak"] == 1:
+                turns["n"] += 1
+            return fast if turns["n"] % 2 else slow
+        return cost
+
+    for bursty_slow, winner in ((3.8, "steady"), (2.9, "bursty")):
+        clock = FakeClock()
+        per_turn = measure(fake_settings(clock, {"bursty": by_turns(1.8, bursty_slow), "steady": 3.0}, _state()),
+                           rounds=8, calls=5, clock=clock)
+        figures = {key: summary(turns) for key, turns in per_turn.items()}
+        rows = [{"artifact": key, "backend": "fake", "threads": 1, "options": {}, "bytes": 1, "agreement": 1.0, **f}
+                for key, f in figures.items()]
+        assert figures["bursty"]["ms"] < figures["steady"]["ms"]  # on the median alone the bursty one would win
+        assert choose(rows)["artifact"] == winner
+    from edgelite.tune import choice_of
+
+    pick = next(r for r in rows if r["artifact"] == "bursty")
+    assert choice_of(rows, pick)["within_noise"] is False  # 2.9 at worst against 3.0 every time: a sure pick
+    assert choice_of(rows, next(r for r in rows if r is not pick))["within_noise"] is True
+
+
+def test_rounds_alternate_the_order_and_drop_the_named_settings():
+    from edgelite.timing import in_rounds
+
+    seen, dropped_at = [], {}
+    turns = {key: (lambda calls, key=key: seen.append(key) or [1.0] * calls) for key in "abc"}
+    rounds = in_rounds(turns, rounds=6, calls=2, drop_after=4,
+                       drop=lambda so_far: dropped_at.update({k: len(v) for k, v in so_far.items()}) or {"c"})
+    assert {k: len(v) for k, v in rounds.items()} == {"a": 6, "b": 6, "c": 4}
+    assert dropped_at == {"a": 4, "b": 4, "c": 4}
+    first_four = [seen[i:i + 3] for i in range(0, 12, 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in first_four)  # one turn each per round
+    assert {r[0] for r in first_four} == {"a", "c"} and len({tuple(r) for r in first_four}) == 4
+    assert {r[-1] for r in first_four} >= {"a", "c"}  # no setting always first, none always after the same one
+
+
+def test_a_worker_times_a_setting_in_a_process_of_its_own(artifact, tmp_path):
+    from edgelite.errors import EdgeliteError
+    from edgelite.timing import Worker, start_workers
+
+    from conftest import EMULATOR
+
+    workers = start_workers({"int8": (artifact["tflite-int8"], 1, {}), "onnx": (artifact["onnx-fp32"], 2, {})},
+                            prefix=EMULATOR)
+    try:
+        for worker in workers.values():
+            times = worker(4)
+            assert len(times) == 4 and all(t > 0 for t in times)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    assert all(w.process.returncode == 0 for w in workers.values())
+    bad = tmp_path / "not_a_model.tflite"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(EdgeliteError, match="not_a_model.tflite 1t in a process of its own failed: .*not_a_model"):
+        Worker(bad, 1, prefix=EMULATOR).wait()
+
+
+def test_tune_check_measures_the_recorded_settings_apart(tuned):
+    from edgelite.benchmarks.tune_check import check
+
+    bundle, _ = tuned
+    record = _record(bundle)
+    result = check(bundle, rounds=2, calls=3)
+    timed = [r for r in record["table"] if r.get("turns", 0) >= record["settings"]["rounds"]]
+    assert len(result["table"]) == len(timed) and result["pick_passes_verify"]
+    assert result["recorded_ms"] == record["choice"]["ms"] and result["ratio_median"] >= 1.0
+    slowest = [row["slowest_ms"] for row in result["table"]]
+    assert slowest == sorted(slowest) and result["steadiest_slowest_ms"] == slowest[0]
