@@ -33,7 +33,7 @@ def check(bundle: Path, rounds: int = 10, calls: int = 10, tolerance: float = 0.
     if record is None or "choice" not in record or "slow_ms" not in record["choice"]:
         raise EdgeliteError(f"{bundle} has no recorded choice of this edgelite: run edgelite tune {bundle} first")
     rows = [r for r in record["table"] if r["status"] in ("timed", "chosen")
-            and r.get("turns", 0) >= record["settings"]["rounds"]]  # the ones that did not leave early
+            and r.get("turns", 0) >= record["settings"]["rounds_run"]]  # the ones that did not leave early
     print(f"timing {len(rows)} settings, each in a process of its own: {rounds} rounds of {calls} calls",
           file=sys.stderr)
     workers = start_workers({i: (bundle / r["artifact"], r["threads"], r["options"]) for i, r in enumerate(rows)})

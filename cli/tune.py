@@ -23,6 +23,8 @@ def add(sub) -> None:
     p.add_argument("--runs", type=int, help="rounds (default 8; each round gives every setting one turn: opened, "
                                             "warmed, timed 10 calls, released)")
     p.add_argument("--threads", type=int, nargs="+", help="thread counts to try (default 1..cores)")
+    p.add_argument("--seconds", type=float, default=60.0,
+                   help="time budget of the timing (default 60): past it each stage ends after 4 rounds or more")
     p.add_argument("--json", action="store_true", help="the table and the choice as one JSON document")
     p.add_argument("--force", action="store_true",
                    help="measure again even when a choice recorded on this machine exists (without it, a new "
@@ -37,6 +39,8 @@ def run(args) -> int:
 
     if args.runs is not None and args.runs < 1:
         raise EdgeliteError("--runs must be at least 1")
+    if args.seconds <= 0:
+        raise EdgeliteError("--seconds must be more than 0")
     bundle = Path(args.bundle)
     tune.read_manifest(bundle)
     record = tune.read_record(bundle)
@@ -47,7 +51,8 @@ def run(args) -> int:
         if not args.json:
             print(f"tuning {bundle} ({'--force' if args.force or not reason else reason})", file=sys.stderr)
         say = (lambda line: print(f"  {line}", file=sys.stderr)) if not args.json else None
-        record = tune.tune(bundle, args.prefer, args.budget_ms, rounds=args.runs or tune.ROUNDS, threads=args.threads, say=say)
+        record = tune.tune(bundle, args.prefer, args.budget_ms, rounds=args.runs or tune.ROUNDS, threads=args.threads, say=say,
+                           seconds=args.seconds)
     else:  # measured here already: the new policy on the recorded table
         rows = [{**row, "status": "timed" if row["status"] == "chosen" else row["status"]} for row in record["table"]]
         best = tune.choose(rows, args.prefer, args.budget_ms)
@@ -84,9 +89,9 @@ def table(record: dict) -> str:
                      f"{spread:>13s}  {r.get('note') or ''}")
     c, policy, taken = record["choice"], record["policy"], record["settings"]
     budget = f" within {policy['budget_ms']:g} ms" if policy.get("budget_ms") else ""
-    lines.append(f"each setting timed alone ({taken['method']['isolation']}), {taken['rounds']} rounds of "
-                 f"{taken['calls']} calls, {taken['turns']} turns in {taken['seconds']:.0f} s; ms = median over "
-                 "turns, p10-p90 its spread; chosen on p90")
+    lines.append(f"each setting timed alone ({taken['method']['isolation']}): {taken['rounds_run']} rounds of "
+                 f"{taken['calls']} calls, {taken['turns']} turns in {taken['seconds']:.0f} s; ms = median over turns, "
+                 "p10-p90 its spread; chosen on p90")
     lines.append(f"chosen ({policy['prefer']}{budget}): {c['artifact']} on {c['backend']}, threads {c['threads']}"
                  + "".join(f", {k}={v}" for k, v in c["options"].items())
                  + f", {c['ms']:.2f} ms ({c['fast_ms']:.2f}-{c['slow_ms']:.2f})")

@@ -83,10 +83,12 @@ def order(keys: Sequence, number: int) -> list:
 
 
 def in_rounds(turns: Mapping[Hashable, Turn], rounds: int, calls: int, drop_after: int | None = None,
-              drop: Callable[[dict], set] | None = None, tick: Callable[[int], None] | None = None) -> dict:
+              drop: Callable[[dict], set] | None = None, tick: Callable[[int], None] | None = None,
+              until: Callable[[int], bool] | None = None) -> dict:
     """`rounds` rounds, each giving every setting still in one turn of `calls` calls (`order`); returns {key:
     [each turn's call times]}. After `drop_after` rounds, `drop({key: its turn medians so far})` names settings
-    that leave (clearly slower ones: a shorter measurement, their turns so far kept)."""
+    that leave (clearly slower ones: a shorter measurement, their turns so far kept). `until(rounds done)`
+    true ends it after that round (a time budget)."""
     per_turn: dict = {key: [] for key in turns}
     running = list(turns)
     for number in range(rounds):
@@ -97,6 +99,8 @@ def in_rounds(turns: Mapping[Hashable, Turn], rounds: int, calls: int, drop_afte
             running = [key for key in running if key not in left]
         if tick is not None:
             tick(number + 1)
+        if until is not None and until(number + 1):
+            break
     return per_turn
 
 

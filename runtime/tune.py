@@ -37,6 +37,7 @@ PREFER = ("fastest", "smallest", "accurate")
 PACKAGES = ("edgelite", "numpy", "pillow", "ai-edge-litert", "tflite-runtime", "onnxruntime")
 SCHEMA = 2  # tune.json's layout: 2 = figures of settings timed alone (ms, fast_ms, slow_ms over turns)
 ROUNDS, CALLS = 8, 10  # rounds of one turn per setting, timed calls per turn
+SECONDS, MIN_ROUNDS = 60.0, 4  # the timing's budget (a device with many settings runs fewer rounds, never < 4)
 DROP_SLOWER = 2.0  # after a third of the rounds, settings whose best turn is this much slower than their
 # artifact's best setting leave
 FINAL = 1.25  # settings whose fast moments are within this of the steadiest one's slow moments go to a final
@@ -138,7 +139,7 @@ def open_choice(bundle_dir: str | Path, say: Callable[[str], None] = log.info) -
 
 def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | None = None, rounds: int = ROUNDS,
          threads: list[int] | None = None, calls: int = CALLS, record: bool = True,
-         say: Callable[[str], None] | None = None) -> dict:
+         say: Callable[[str], None] | None = None, seconds: float = SECONDS) -> dict:
     """Verify every artifact of the bundle here, time every setting of those that pass as it runs alone
     (runtime/timing.py), choose one. Returns the record (also written to tune.json, and a plot to tune.png, with
     `record`)."""
@@ -185,11 +186,11 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
     say(f"timing {len(openers)} settings, each alone: {rounds} rounds of one turn each ({calls} calls after a "
         "warm-up), the order alternating")
     with Load() as load:
-        per_turn = _timed(openers, rounds, calls, rows, say)
+        per_turn, first = _timed(openers, rounds, calls, rows, say, seconds)
     figures = {i: summary(times) for i, times in per_turn.items()}
     for index, f in figures.items():
         rows[index].update({k: f[k] for k in ("ms", "fast_ms", "slow_ms", "turns")})
-        if f["turns"] < rounds:  # left early
+        if f["turns"] < first:  # left early
             rows[index]["note"] = (f"left after {f['turns']} turns: every turn >{DROP_SLOWER:g}x its "
                                    "artifact's best")
     while True:  # the choice is verified with its own thread count too
@@ -206,7 +207,8 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
     rows[chosen]["status"] = "chosen"
     result = {"schema": SCHEMA, "bundle_sha256": _digest(bundle_dir / MANIFEST), "machine": machine(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "policy": {"prefer": prefer, "budget_ms": budget_ms},
-              "settings": {"rounds": rounds, "calls": calls, "threads": sweep, "measure": "Classifier.scores",
+              "settings": {"rounds": rounds, "rounds_run": first, "calls": calls, "seconds_budget": seconds,
+                           "threads": sweep, "measure": "Classifier.scores",
                            "method": METHOD, "turns": sum(len(t) for t in per_turn.values()),
                            "seconds": round(time.perf_counter() - started, 1), "meanwhile": load.figures},
               "choice": choice_of(rows, rows[chosen]),
@@ -268,23 +270,30 @@ def _verified(clf: Classifier) -> dict:
     return report
 
 
-def _timed(openers: dict, rounds: int, calls: int, rows: list[dict], say: Callable[[str], None]) -> dict:
+def _timed(openers: dict, rounds: int, calls: int, rows: list[dict], say: Callable[[str], None],
+           seconds: float) -> tuple[dict, int]:
     """Every setting in `rounds` rounds (those clearly slower than their artifact's best leave after a third of
     them), then the contenders (fast moments within FINAL of the steadiest one's slow moments) as many rounds
-    again among themselves: the close call gets more data. {setting: its turns}."""
+    again among themselves: the close call gets more data. Each stage ends early, after MIN_ROUNDS at least,
+    when its share of `seconds` is spent (the first 60 %). ({setting: its turns}, rounds of the first stage)."""
+    start, done = time.monotonic(), []
+
+    def spent(share: float) -> Callable[[int], bool]:
+        return lambda number: number >= MIN_ROUNDS and time.monotonic() - start > share * seconds
+
     with tqdm(total=rounds, desc="rounds", unit="round", disable=say is _silent, leave=False) as bar:
         per_turn = measure(openers, rounds, calls, drop_after=max(2, rounds // 3), drop=_slower(rows),
-                           tick=lambda n: bar.update())
+                           tick=lambda n: bar.update() or done.append(n), until=spent(0.6))
     figures = {i: summary(times) for i, times in per_turn.items()}
     best = min(f["slow_ms"] for f in figures.values())
     close = [i for i, f in figures.items() if f["fast_ms"] <= FINAL * best]
     if len(close) > 1:
         say(f"final: {len(close)} settings within {FINAL - 1:.0%} of the steadiest, {rounds} more rounds")
         with tqdm(total=rounds, desc="final", unit="round", disable=say is _silent, leave=False) as bar:
-            for index, times in measure({i: openers[i] for i in close}, rounds, calls,
-                                        tick=lambda n: bar.update()).items():
+            for index, times in measure({i: openers[i] for i in close}, rounds, calls, tick=lambda n: bar.update(),
+                                        until=spent(1.0)).items():
                 per_turn[index].extend(times)
-    return per_turn
+    return per_turn, done[-1]
 
 
 def _slower(rows: list[dict]) -> Callable[[dict], set]:
@@ -322,7 +331,7 @@ def _plot(record: dict, path: Path) -> None:
     spread = np.array([[r["ms"] - r["fast_ms"] for r in rows], [r["slow_ms"] - r["ms"] for r in rows]])
     ax.barh([label(r) for r in rows], ms, xerr=spread, capsize=3,
             color=[matplotlib.colors.to_rgba("tab:orange" if r["status"] == "chosen" else "tab:blue",
-                                             0.45 if r.get("turns", 0) < record["settings"]["rounds"] else 1.0)
+                                             0.45 if r.get("turns", 0) < record["settings"]["rounds_run"] else 1.0)
                    for r in rows])
     ax.set_xlabel("ms per image, each setting timed alone: median over turns, whiskers 10th-90th percentile "
                   "(pale: left early)")

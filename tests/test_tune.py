@@ -289,6 +289,8 @@ def test_rounds_alternate_the_order_and_drop_the_named_settings():
     assert all(sorted(r) == ["a", "b", "c"] for r in first_four)  # one turn each per round
     assert {r[0] for r in first_four} == {"a", "c"} and len({tuple(r) for r in first_four}) == 4
     assert {r[-1] for r in first_four} >= {"a", "c"}  # no setting always first, none always after the same one
+    budget = in_rounds(turns, rounds=8, calls=1, until=lambda done: done >= 3)  # a time budget spent after 3
+    assert {k: len(v) for k, v in budget.items()} == {"a": 3, "b": 3, "c": 3}
 
 
 def test_a_worker_times_a_setting_in_a_process_of_its_own(artifact, tmp_path):
@@ -319,7 +321,7 @@ def test_tune_check_measures_the_recorded_settings_apart(tuned):
     bundle, _ = tuned
     record = _record(bundle)
     result = check(bundle, rounds=2, calls=3)
-    timed = [r for r in record["table"] if r.get("turns", 0) >= record["settings"]["rounds"]]
+    timed = [r for r in record["table"] if r.get("turns", 0) >= record["settings"]["rounds_run"]]
     assert len(result["table"]) == len(timed) and result["pick_passes_verify"]
     assert result["recorded_ms"] == record["choice"]["ms"] and result["ratio_median"] >= 1.0
     slowest = [row["slowest_ms"] for row in result["table"]]
