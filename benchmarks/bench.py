@@ -20,10 +20,11 @@ from tqdm import tqdm
 from edgelite import Classifier
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import find_artifacts, prepare_out_dir
+from edgelite.labeled import accuracy, labeled_images
+from edgelite.result_rows import SELF_AGREEMENT, agreement_fields, artifact_fields, size_mb
 
 from . import report
 from .coldstart import artifact_command, keras_command, measure_processes
-from .labeled import accuracy, labeled_images
 from .latency import artifact_call, keras_call, measure
 
 def environment() -> dict:
@@ -132,14 +133,14 @@ def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, pr
     else:
         reference = None
         x = np.zeros((1, *spec.size, 3), np.float32)
-    size = _size_mb(keras_path)
+    size = size_mb(keras_path)
     acc = accuracy(reference, truth) if reference is not None else {}
     compiled = measure(keras_call(model, x), runs=runs, warmup=warmup)
     plain = measure(lambda: model.predict(x, verbose=0), runs=max(5, runs // 5), warmup=2)
     cold = (measure_processes({"keras": keras_command(keras_path, images[0], preprocess)}, cold_repeat)["keras"]
             if images else {})
     common = {"format": "keras", "path": str(keras_path), "size_mb": size, "top1": acc.get("top1"),
-              "top5": acc.get("top5"), "agreement": 1.0, "top5_overlap": 1.0, "max_abs_diff": 0.0,
+              "top5": acc.get("top5"), **SELF_AGREEMENT,
               "cold_start_s": cold.get("wall_s"), "peak_rss_mib": cold.get("peak_rss_mib")}
     rows = [{"name": "Keras (compiled)", **common, **_latency_fields(compiled)},
             {"name": "Keras predict()", **common, **_latency_fields(plain)}]
@@ -154,8 +155,7 @@ def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, runs
         runner = clf if t == main_threads else Classifier(path, threads=t, preprocess=preprocess,
                                                           options=clf.options)
         by_threads[t] = measure(artifact_call(runner, x), runs=runs, warmup=warmup)
-    row = {"name": clf.metadata.get("format") or path.name, "format": clf.metadata.get("format", path.suffix[1:]),
-           "path": str(path), "size_mb": _size_mb(path), **_latency_fields(by_threads[main_threads]),
+    row = {**artifact_fields(path, clf.metadata), **_latency_fields(by_threads[main_threads]),
            "threads": {str(t): m["p50_ms"] for t, m in by_threads.items()}}
     row["batch_ms_per_image"] = _batches(clf, x, batches, runs, warmup)
     if images:
@@ -163,23 +163,18 @@ def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, runs
         acc = accuracy(scores, truth)
         row.update(top1=acc["top1"], top5=acc["top5"])
         if reference is not None:
-            from edgelite.parity import parity as parity_of
+            from edgelite.parity import parity
 
-            figures = parity_of(reference, scores)
-            row.update(agreement=figures["top1_agreement"], top5_overlap=figures["top5_overlap"],
-                       max_abs_diff=figures["max_abs_diff"], agreement_source="measured")
+            row.update(agreement_fields(parity(reference, scores)), agreement_source="measured")
         cold = measure_processes({"artifact": artifact_command(path, sample)}, cold_repeat)["artifact"]
         row.update(cold_start_s=cold.get("wall_s"), peak_rss_mib=cold.get("peak_rss_mib"))
     if reference is None and clf.backend.check_set() is not None:
         from edgelite.checkset import verify  # the check set it carries, on this machine's kernels
 
         measured = verify(clf)
-        row.update(agreement=measured["top1_agreement"], max_abs_diff=measured["max_abs_diff"],
-                   agreement_source=f"measured here on its {measured['images']} check images")
+        row.update(agreement_fields(measured), agreement_source=f"measured here on its {measured['images']} check images")
     elif reference is None and "parity" in clf.metadata:
-        stored = clf.metadata["parity"]
-        row.update(agreement=stored.get("top1_agreement"), top5_overlap=stored.get("top5_overlap"),
-                   max_abs_diff=stored.get("max_abs_diff"), agreement_source="export metadata")
+        row.update(agreement_fields(clf.metadata["parity"]), agreement_source="export metadata")
     return row
 
 
@@ -199,10 +194,3 @@ def _batches(clf, x, batches, runs, warmup) -> dict:
 
 def _latency_fields(figures: dict) -> dict:
     return {key: value for key, value in figures.items() if key.endswith("_ms")}
-
-
-def _size_mb(path: Path) -> float:
-    path = Path(path)
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-    return path.stat().st_size / 1e6

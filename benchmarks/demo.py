@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 
 from edgelite import Classifier
+from edgelite.convert.samples import split_images
 from edgelite.errors import EdgeliteError
 from edgelite.files import find_images, prepare_out_dir
-from edgelite.train.datasets import split_images
+from edgelite.labeled import labeled_images
 
 from . import report
 from .bench import bench_conversion
-from .labeled import labeled_images
 
 DEMO_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
 

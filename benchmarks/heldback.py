@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from edgelite import Classifier
 from edgelite.classifier import background_offset
+from edgelite.convert.samples import split_images
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
-from edgelite.train.datasets import split_images
+from edgelite.labeled import labeled_images
 
-from .labeled import labeled_images
 
 SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 # big-cats folders that are ImageNet classes -> their Keras ImageNet index

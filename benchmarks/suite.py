@@ -15,13 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+from edgelite.convert.samples import split_images
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import prepare_out_dir, write_atomic
-from edgelite.train.datasets import split_images
+from edgelite.labeled import labeled_images
 
 from . import report
 from .bench import bench_conversion, environment
-from .labeled import labeled_images
 from .runtime_speed import DEFAULT_MODEL, SHARED
 
 

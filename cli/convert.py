@@ -49,7 +49,7 @@ def add(sub) -> None:
 def run(args) -> int:
     from edgelite.convert import FORMATS, convert
     from edgelite.files import find_images
-    from edgelite.train.datasets import choose, split_images
+    from edgelite.convert.samples import choose, split_images
 
     images = find_images([args.calib])
     if not images:

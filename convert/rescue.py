@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgelite.errors import EdgeliteError, one_line
-from edgelite.benchmarks.report import write_figure
+from edgelite.figures import write_figure
 from edgelite.files import write_json
 from edgelite.layers import worst_first
 from edgelite.quiet import quiet

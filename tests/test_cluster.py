@@ -163,7 +163,7 @@ def test_evaluate_gives_local_bench_figures(local_ray, artifact, digits):
     """bench --ray's accuracy on a labeled folder (class sub-folders) equals local bench's, and the second
     artifact's agreement with the first is parity.py's measure on local scores."""
     from edgelite.benchmarks.bench import bench
-    from edgelite.benchmarks.labeled import labeled_images
+    from edgelite.labeled import labeled_images
     from edgelite.cluster import evaluate
     from edgelite.parity import parity
 

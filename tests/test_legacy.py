@@ -21,10 +21,10 @@ import json
 import pytest
 
 from edgelite.benchmarks.heldback import held_back, top1
-from edgelite.benchmarks.labeled import labeled_images
 from edgelite.classifier import Classifier
 from edgelite.convert import FORMATS, convert
-from edgelite.train.datasets import split_images
+from edgelite.convert.samples import split_images
+from edgelite.labeled import labeled_images
 
 from conftest import run_cli, shared
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from edgelite.errors import EdgeliteError
 from edgelite.files import write_json
-from edgelite.train.datasets import class_folders, split
+from edgelite.convert.samples import split
+from edgelite.train.datasets import class_folders
 from edgelite.preprocess import PreprocessSpec, from_pixels, pixels
 
 
