@@ -19,13 +19,13 @@ from edgelite.files import prepare_out_dir
 from edgelite.parity import NEAR_TIE
 from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
 
-from .exporter import Artifact, Exporter
+from .builds import Builds
+from .exporter import Artifact, CheckData, Exporter, Gate
 from .loading import import_tensorflow, load_model, source_of
 from .resolve import keras_facts, resolve_labels, resolve_spec
 
 log = logging.getLogger(__name__)
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
-# the per-layer report's measure, by format: lower is worse for dB, higher for the others (layers.worst_first)
 SCHEMA = 1
 
 
@@ -106,8 +106,9 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         document["calibration"] = {"images": len(calibration), "with_mirror_images": mirror}
     artifacts = []
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".convert-") as tmp:
-        exporter = Exporter(model, Path(tmp), out_dir, Path(source["file"]).stem, calib, io_type, nchw, checks,
-                             reference, document, thresholds, force, check_set, rescue, near_tie)
+        exporter = Exporter(Builds(model, Path(tmp), calib, nchw), io_type=io_type, out_dir=out_dir,
+                            stem=Path(source["file"]).stem, checks=CheckData(checks, reference, check_set),
+                            document=document, gate=Gate(thresholds, near_tie, rescue), force=force)
         for fmt in formats:
             artifact = exporter.export(fmt)
             (done or (lambda a: log.info(a.summary())))(artifact)

@@ -17,8 +17,8 @@ from edgelite.labeled import accuracy, labeled_images
 from edgelite.parity import parity
 from edgelite.result_rows import SELF_AGREEMENT, agreement_fields, artifact_fields
 
-from .model import ShippedModel
-from .pipeline import classify
+from .shipped_model import ShippedModel
+from .batch_inference import classify
 from .session import connect, import_ray
 
 log = logging.getLogger(__name__)
