@@ -117,12 +117,12 @@ def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, pr
 
     import_tensorflow()
     from edgelite.convert.loading import load_model
-    from edgelite.convert.resolve import resolve_spec
+    from edgelite.convert.keras_facts import keras_spec
     from edgelite.preprocess import batch, to_float
 
     keras_path = Path(keras_path)
     model, reference = loaded if loaded is not None else (load_model(keras_path), None)
-    spec = resolve_spec(model, keras_path, preprocess or (first.spec if first.spec.layout == "NHWC" else None))
+    spec = keras_spec(model, keras_path, preprocess or (first.spec if first.spec.layout == "NHWC" else None))
     if images:
         if reference is None:
             probabilities = []

@@ -22,7 +22,8 @@ from edgelite.labeled import labeled_images
 
 from . import report
 from .bench import bench_conversion, environment
-from .runtime_speed import DEFAULT_MODEL, SHARED
+from .runtime_speed import DEFAULT_MODEL
+from .shared_data import SHARED
 
 
 def held_out(items: list, seed: int = 0) -> tuple[list, list]:

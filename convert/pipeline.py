@@ -22,7 +22,7 @@ from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
 from .builds import Builds
 from .exporter import Artifact, CheckData, Exporter, Gate
 from .loading import import_tensorflow, load_model, source_of
-from .resolve import keras_facts, resolve_labels, resolve_spec
+from .keras_facts import keras_facts, keras_spec, resolve_labels
 
 log = logging.getLogger(__name__)
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
@@ -78,7 +78,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     source = source_of(model_path, weights)
     known_path = model_path if model_path.exists() else None
     facts = keras_facts(model, known_path)
-    spec = resolve_spec(model, known_path, preprocess, facts)
+    spec = keras_spec(model, known_path, preprocess, facts)
     units = int(model.outputs[0].shape[-1])
     classes = 2 if units == 1 else units  # a one-unit head (sigmoid or logit) is two classes
     labels = resolve_labels(known_path, labels, classes)

@@ -88,7 +88,7 @@ def test_dynamic_range_that_misses_its_gate_is_rescued(legacy, tmp_path):
         "top1_agreement"]
     report = json.loads((dynamic.path.parent / found["report"]).read_text())
     # 19 layers with int8 weights from the converter; the 7 depthwise ones get float weights first (no hybrid
-    # depthwise kernel in XNNPACK: convert/rescue.float_depthwise), the report rates the other 12
+    # depthwise kernel in XNNPACK: convert/dynamic_range.float_depthwise), the report rates the other 12
     assert len(report) == 12 and "DEPTHWISE_CONV_2D" not in {r["op"] for r in report}
     assert Classifier(dynamic.path).metadata["quantization"]["float_depthwise"] == 7
     done = run_cli("inspect", dynamic.path)
