@@ -20,11 +20,12 @@ from tqdm import tqdm
 from edgelite import Classifier
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import find_artifacts, prepare_out_dir
+from edgelite.labeled import accuracy, labeled_images
+from edgelite.result_rows import SELF_AGREEMENT, agreement_fields, artifact_fields, size_mb
 from edgelite.timing import METHOD, measure, opener, summary
 
 from . import report
 from .coldstart import artifact_command, keras_command, measure_processes
-from .labeled import accuracy, labeled_images
 from .latency import keras_call
 
 def environment() -> dict:
@@ -121,12 +122,12 @@ def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, pr
 
     import_tensorflow()
     from edgelite.convert.loading import load_model
-    from edgelite.convert.resolve import resolve_spec
+    from edgelite.convert.keras_facts import keras_spec
     from edgelite.preprocess import batch, to_float
 
     keras_path = Path(keras_path)
     model, reference = loaded if loaded is not None else (load_model(keras_path), None)
-    spec = resolve_spec(model, keras_path, preprocess or (first_spec if first_spec.layout == "NHWC" else None))
+    spec = keras_spec(model, keras_path, preprocess or (first_spec if first_spec.layout == "NHWC" else None))
     if images:
         if reference is None:
             probabilities = []
@@ -137,7 +138,7 @@ def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, pr
     else:
         reference = None
         x = np.zeros((1, *spec.size, 3), np.float32)
-    size = _size_mb(keras_path)
+    size = size_mb(keras_path)
     acc = accuracy(reference, truth) if reference is not None else {}
     traced = keras_call(model, x)  # in memory already: its turns warm and time it, nothing to open
     compiled = _timed({"compiled": lambda: traced}, runs, warmup)["compiled"]
@@ -145,7 +146,7 @@ def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, pr
     cold = (measure_processes({"keras": keras_command(keras_path, images[0], preprocess)}, cold_repeat)["keras"]
             if images else {})
     common = {"format": "keras", "path": str(keras_path), "size_mb": size, "top1": acc.get("top1"),
-              "top5": acc.get("top5"), "agreement": 1.0, "top5_overlap": 1.0, "max_abs_diff": 0.0,
+              "top5": acc.get("top5"), **SELF_AGREEMENT,
               "cold_start_s": cold.get("wall_s"), "peak_rss_mib": cold.get("peak_rss_mib")}
     rows = [{"name": "Keras (compiled)", **common, **_latency_fields(compiled)},
             {"name": "Keras predict()", **common, **_latency_fields(plain)}]
@@ -172,8 +173,7 @@ def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, late
                   cold_repeat, sample):
     x = clf.prepare(sample) if sample else np.zeros((1, *clf.input.shape[1:]), clf.input.dtype)
     by_threads = {t: latency[(path, t)] for t in sweep}
-    row = {"name": clf.metadata.get("format") or path.name, "format": clf.metadata.get("format", path.suffix[1:]),
-           "path": str(path), "size_mb": _size_mb(path), **_latency_fields(by_threads[main_threads]),
+    row = {**artifact_fields(path, clf.metadata), **_latency_fields(by_threads[main_threads]),
            "threads": {str(t): m["p50_ms"] for t, m in by_threads.items()}}
     row["batch_ms_per_image"] = _batches(clf, x, batches, runs)
     if images:
@@ -181,23 +181,18 @@ def _artifact_row(path, clf, sweep, main_threads, images, truth, reference, late
         acc = accuracy(scores, truth)
         row.update(top1=acc["top1"], top5=acc["top5"])
         if reference is not None:
-            from edgelite.parity import parity as parity_of
+            from edgelite.parity import parity
 
-            figures = parity_of(reference, scores)
-            row.update(agreement=figures["top1_agreement"], top5_overlap=figures["top5_overlap"],
-                       max_abs_diff=figures["max_abs_diff"], agreement_source="measured")
+            row.update(agreement_fields(parity(reference, scores)), agreement_source="measured")
         cold = measure_processes({"artifact": artifact_command(path, sample)}, cold_repeat)["artifact"]
         row.update(cold_start_s=cold.get("wall_s"), peak_rss_mib=cold.get("peak_rss_mib"))
     if reference is None and clf.backend.check_set() is not None:
         from edgelite.checkset import verify  # the check set it carries, on this machine's kernels
 
         measured = verify(clf)
-        row.update(agreement=measured["top1_agreement"], max_abs_diff=measured["max_abs_diff"],
-                   agreement_source=f"measured here on its {measured['images']} check images")
+        row.update(agreement_fields(measured), agreement_source=f"measured here on its {measured['images']} check images")
     elif reference is None and "parity" in clf.metadata:
-        stored = clf.metadata["parity"]
-        row.update(agreement=stored.get("top1_agreement"), top5_overlap=stored.get("top5_overlap"),
-                   max_abs_diff=stored.get("max_abs_diff"), agreement_source="export metadata")
+        row.update(agreement_fields(clf.metadata["parity"]), agreement_source="export metadata")
     return row
 
 
@@ -218,10 +213,3 @@ def _batches(clf, x, batches, runs) -> dict:
 
 def _latency_fields(figures: dict) -> dict:
     return {key: value for key, value in figures.items() if key.endswith("_ms")}
-
-
-def _size_mb(path: Path) -> float:
-    path = Path(path)
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-    return path.stat().st_size / 1e6

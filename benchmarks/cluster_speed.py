@@ -111,9 +111,9 @@ def local_row(model: str, paths: list[str]) -> dict:
 
 def ray_row(model: str, paths: list[str], actors: int, batch_size: int | None, address: str = "local",
             decode_tasks: bool = False) -> dict:
-    from edgelite.cluster.model import ShippedModel
+    from edgelite.cluster.shipped_model import ShippedModel
     from edgelite.cluster.output import ResultsWriter
-    from edgelite.cluster.pipeline import Timing, classify
+    from edgelite.cluster.batch_inference import Timing, classify
     from edgelite.cluster.session import connect
 
     shipped, classifier = ShippedModel.read(model)
@@ -224,7 +224,7 @@ def decoded_in_tasks(paths, shipped, classifier, cluster, actors, batch_size, ti
     """The pipeline with decoding in a separate stage of Ray tasks (half a CPU each, actors half a CPU)."""
     import ray
 
-    from edgelite.cluster.pipeline import plan
+    from edgelite.cluster.batch_inference import plan
 
     actors, _, per_block, blocks = plan(len(paths), actors, cluster, batch_size)
     detail = classifier.input

@@ -33,12 +33,12 @@ import json, sys
 from edgelite.convert.loading import import_tensorflow
 import_tensorflow()
 from edgelite.convert.loading import load_model
-from edgelite.convert.resolve import resolve_spec
+from edgelite.convert.keras_facts import keras_spec
 from edgelite.preprocess import to_float
 from pathlib import Path
 model = load_model(sys.argv[1])
 choice = sys.argv[3] if len(sys.argv) > 3 else None
-spec = resolve_spec(model, Path(sys.argv[1]), json.loads(choice) if choice and choice.startswith("{") else choice)
+spec = keras_spec(model, Path(sys.argv[1]), json.loads(choice) if choice and choice.startswith("{") else choice)
 model.predict(to_float(sys.argv[2], spec)[None], verbose=0)
 """
 

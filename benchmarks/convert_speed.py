@@ -49,7 +49,7 @@ def run(args) -> int:
     if not images:
         raise EdgeliteError(f"{args.calib}: no images found")
     from edgelite.convert import FORMATS, convert
-    from edgelite.train.datasets import choose, split_images
+    from edgelite.convert.samples import choose, split_images
 
     from .bench import environment
 

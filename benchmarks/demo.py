@@ -1,27 +1,33 @@
 """`edgelite demo`: train (or take) a model, export it, verify it, run it, and compare."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 from edgelite import Classifier
+from edgelite.convert.samples import split_images
 from edgelite.errors import EdgeliteError
 from edgelite.files import find_images, prepare_out_dir
-from edgelite.train.datasets import split_images
+from edgelite.labeled import labeled_images
 
 from . import report
 from .bench import bench_conversion
-from .labeled import labeled_images
 
+log = logging.getLogger(__name__)
 DEMO_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
 
 
 def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None, data: str | Path | None = None,
              preprocess: str | None = None, labels: str | None = None, force: bool = False, epochs: int = 10,
              formats=DEMO_FORMATS, calibration: int = 200, check: int | None = None, runs: int = 50,
-             examples: int = 3, threads: int | None = None, seed: int = 0) -> dict:
-    """The whole trip on one model; returns the results document (also saved in `out`)."""
+             examples: int = 3, threads: int | None = None, seed: int = 0,
+             say: Callable[[str], None] | None = None) -> dict:
+    """The whole trip on one model; returns the results document (also saved in `out`). Each step and the
+    table are told to `say` (default: logged; `edgelite demo` prints them)."""
+    say = say or log.info
     from edgelite.convert import convert
 
     started = time.perf_counter()
@@ -32,12 +38,12 @@ def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None,
         from edgelite.train.recipes import train_cnn
 
         if data is None:
-            print("1. dataset: scikit-learn's handwritten digits, written as class folders")
+            say("1. dataset: scikit-learn's handwritten digits, written as class folders")
             data = write_digits(out / "data")
-        print(f"2. training the small CNN on {data} ...")
+        say(f"2. training the small CNN on {data} ...")
         trained = train_cnn(data, out / "keras", size=32, epochs=epochs, force=True, seed=seed, augment=False,
                             verbose=0)
-        print(f"   {len(trained.train)} training / {len(trained.val)} held-back images, "
+        say(f"   {len(trained.train)} training / {len(trained.val)} held-back images, "
               f"val accuracy {trained.val_accuracy:.1%} in {trained.seconds:.0f}s")
         model = trained.model_path
         calib_paths = [p for p, _ in trained.train]
@@ -49,16 +55,16 @@ def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None,
         if len(images) < 2:
             raise EdgeliteError(f"{data}: need at least 2 images, found {len(images)}")
         calib_paths, check_paths = split_images(images, 0.5, seed)
-        print(f"1-2. model {model}; {len(calib_paths)} calibration / {len(check_paths)} held-back images from {data}")
+        say(f"1-2. model {model}; {len(calib_paths)} calibration / {len(check_paths)} held-back images from {data}")
     calib_paths = calib_paths[:calibration]
     check_paths = check_paths[:check] if check else check_paths
 
-    print(f"3-4. exporting to {', '.join(formats)}, each checked against Keras on {len(check_paths)} held-back images")
+    say(f"3-4. exporting to {', '.join(formats)}, each checked against Keras on {len(check_paths)} held-back images")
     conversion = convert(model, out / "artifacts", calib_paths, check_paths, formats=formats,
                          preprocess=preprocess, labels=labels, force=True)
     classes = conversion.reference.shape[1]
     truth_of = dict(labeled_images(data, conversion.labels, classes))
-    print("     measuring latency, accuracy and cold start of the Keras model and the artifacts ...")
+    say("     measuring latency, accuracy and cold start of the Keras model and the artifacts ...")
     results = bench_conversion(conversion, model, [(p, truth_of.get(p)) for p in check_paths], runs=runs,
                     threads=[threads], cold_repeat=1, preprocess=preprocess, verbose=False,
                     title=f"edgelite demo: {Path(model).name}")
@@ -68,20 +74,20 @@ def run_demo(out: str | Path = "edgelite-demo", model: str | Path | None = None,
     shown = next((a for a in conversion.artifacts if a.format == "tflite-int8" and not a.error),
                  next((a for a in conversion.artifacts if not a.error), None))
     if shown is not None:
-        print(f"5. the TensorFlow-free runtime on {shown.path.name}:")
+        say(f"5. the TensorFlow-free runtime on {shown.path.name}:")
         classifier = Classifier(shown.path, threads=threads)
         for path in check_paths[::max(1, len(check_paths) // examples)][:examples]:
             truth_name = _name(conversion.labels, truth_of.get(path))
-            print(f"   {path.name}" + (f" (true: {truth_name})" if truth_name else ""))
+            say(f"   {path.name}" + (f" (true: {truth_name})" if truth_name else ""))
             for p in classifier.predict(path, top_k=5):
-                print(f"      {p.score:6.3f}  {p.label}")
+                say(f"      {p.score:6.3f}  {p.label}")
 
     document = {**results, "model": str(model), "data": str(data), "held_back_images": len(check_paths),
                 "calibration_images": len(calib_paths), "seconds": time.perf_counter() - started}
     paths = report.save(rows, out, document, document["title"])
-    print(f"6. results ({len(check_paths)} held-back images, batch 1, {threads} threads):\n")
-    print(report.markdown(rows))
-    print(f"written: {', '.join(paths.values())}  ({document['seconds']:.0f}s in all)")
+    say(f"6. results ({len(check_paths)} held-back images, batch 1, {threads} threads):\n")
+    say(report.markdown(rows))
+    say(f"written: {', '.join(paths.values())}  ({document['seconds']:.0f}s in all)")
     return {**document, "rows": rows, "ok": conversion.ok}
 
 

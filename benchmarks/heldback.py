@@ -13,21 +13,20 @@ artifact is the reference the differences are taken from) and writes JSON.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 from pathlib import Path
 
 from tqdm import tqdm
 
 from edgelite import Classifier
+from edgelite.benchmarks.shared_data import SHARED
 from edgelite.classifier import background_offset
+from edgelite.convert.samples import split_images
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
-from edgelite.train.datasets import split_images
+from edgelite.labeled import labeled_images
 
-from .labeled import labeled_images
 
-SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 # big-cats folders that are ImageNet classes -> their Keras ImageNet index
 IMAGENET_CATS = {"puma": 286, "african_leopard": 288, "snow_leopard": 289, "jaguar": 290, "lions": 291,
                  "tiger": 292, "cheetah": 293}

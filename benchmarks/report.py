@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgelite.files import write_atomic, write_json, write_staged
+from edgelite.figures import pyplot, write_figure
+from edgelite.files import write_atomic, write_json
 
 COLUMNS = [  # (key, heading, format)
     ("name", "model", "{}"),
@@ -18,21 +19,6 @@ COLUMNS = [  # (key, heading, format)
     ("cold_start_s", "cold start s", "{:.2f}"),
     ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
 ]
-
-
-def write_figure(fig, path: str | Path, dpi: int = 120, force: bool = True) -> Path:
-    """Save a matplotlib figure as PNG, atomically."""
-    return write_staged(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), force)
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:

@@ -15,14 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+from edgelite.convert.samples import split_images
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import prepare_out_dir, write_atomic
-from edgelite.train.datasets import split_images
+from edgelite.labeled import labeled_images
 
 from . import report
 from .bench import bench_conversion, environment
-from .labeled import labeled_images
-from .runtime_speed import DEFAULT_MODEL, SHARED
+from .runtime_speed import DEFAULT_MODEL
+from .shared_data import SHARED
 
 
 def held_out(items: list, seed: int = 0) -> tuple[list, list]:

@@ -25,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgelite.benchmarks.shared_data import SHARED
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import prepare_out_dir, write_atomic, write_json
 from edgelite.train.datasets import class_folders
 
-SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 DEFAULT_DATA = SHARED / "data/big-cats"
 DEFAULT_WEIGHTS = SHARED / "data/models/mobilenet_v2_1.0_224_imagenet.keras"
 BOUND_MIB_PER_IMAGE = 0.1

@@ -11,7 +11,9 @@ import importlib
 import logging
 import sys
 
-from edgelite.errors import guarded
+from edgelite.errors import EdgeliteError, guarded
+
+from .extras import missing_message
 
 DESCRIPTION = "Keras image classifiers to small devices: convert, run, benchmark, train."
 EXIT_CODES = ("exit codes: 0 all good; 1 some inputs failed, or an artifact is below its gate (convert, verify); "
@@ -29,7 +31,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _show_library_messages()
-    return guarded(lambda: args.run(args))
+    return guarded(lambda: _run(args, argv[0]))
+
+
+def _run(args, command: str) -> int | None:
+    """The command's body; a package its extra would have installed, missing, is one line naming the extra."""
+    try:
+        return args.run(args)
+    except ImportError as exc:
+        message = missing_message(exc, command)
+        if message is None:
+            raise
+        raise EdgeliteError(message) from None
 
 
 def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:

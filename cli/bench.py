@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from edgelite.cluster.options import add_ray_options
 
 from .options import model_choice, preprocess_choice, preprocessing_options
+from .ray_options import add_ray_options
 
 
 def add(sub) -> None:

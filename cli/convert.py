@@ -6,6 +6,7 @@ import sys
 from edgelite.errors import EdgeliteError
 from edgelite.parity import NEAR_TIE
 
+from .extras import require
 from .options import preprocess_choice, preprocessing_options
 
 
@@ -47,9 +48,10 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    require("convert", "tensorflow")
     from edgelite.convert import FORMATS, convert
     from edgelite.files import find_images
-    from edgelite.train.datasets import choose, split_images
+    from edgelite.convert.samples import choose, split_images
 
     images = find_images([args.calib])
     if not images:

@@ -29,5 +29,5 @@ def run(args) -> int:
     result = run_demo(out=args.out, model=args.model, data=args.data, preprocess=preprocess_choice(args),
                       labels=args.labels, force=args.force, epochs=args.epochs,
                       formats=args.formats or DEMO_FORMATS, runs=args.runs, check=args.check,
-                      threads=args.threads)
+                      threads=args.threads, say=lambda line: print(line, flush=True))
     return 0 if result["ok"] else 1

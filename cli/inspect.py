@@ -65,7 +65,7 @@ def _onnx_report_now(clf, float_model: Path, model: Path) -> list[dict]:
     from edgelite.checkset import decode, unpack
 
     try:
-        from edgelite.convert.rescue import onnx_layer_report
+        from edgelite.convert.onnx_layer_error import onnx_layer_report
     except ImportError:
         raise EdgeliteError("--float needs the converter's packages: pip install 'edgelite[convert]'") from None
     payload = clf.backend.check_set()

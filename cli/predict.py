@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import sys
 
-from edgelite.cluster.options import add_ray_options
 from edgelite.errors import EdgeliteError
 
 from .options import describe, model_choice, preprocess_choice, preprocessing_options
+from .ray_options import add_ray_options
 
 
 def add(sub) -> None:

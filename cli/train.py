@@ -1,6 +1,8 @@
 """`edgelite train`: a classifier trained on a folder of class sub-folders (the workstation)."""
 from __future__ import annotations
 
+from .extras import require
+
 
 def add(sub) -> None:
     p = sub.add_parser("train", help="train a classifier on a folder of class sub-folders",
@@ -33,6 +35,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    require("train", "tensorflow", "sklearn", "matplotlib", *(("tf2onnx", "onnx") if args.export else ()))
     from edgelite.train.recipes import train
 
     trained = train(args.data, args.out, recipe=args.recipe, size=args.size, epochs=args.epochs,

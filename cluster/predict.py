@@ -10,9 +10,9 @@ from edgelite import Classifier
 from edgelite.errors import EdgeliteError
 from edgelite.files import find_images
 
-from .model import ShippedModel
+from .shipped_model import ShippedModel
 from .output import ResultsWriter, output_format
-from .pipeline import Timing, classify
+from .batch_inference import Timing, classify
 from .session import connect, import_ray
 
 log = logging.getLogger(__name__)

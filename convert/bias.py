@@ -17,11 +17,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .tflite import pack, unpack
+from .tflite_model import DEPTHWISE_CONV_2D, FULLY_CONNECTED, TENSOR_TYPES, pack, unpack, weighted_ops
 
 INT32 = np.iinfo(np.int32)
-_CONV, _DEPTHWISE, _FC = 3, 4, 9  # TFLite BuiltinOperator codes: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
-_TYPES = {np.float32: 0, np.int32: 2, np.int8: 9}  # TFLite TensorType codes
 
 
 def shifted(bias_q: np.ndarray, scale: np.ndarray, error: np.ndarray) -> np.ndarray:
@@ -184,13 +182,6 @@ def _channel_means(model, tensors: list[str], batches: list[np.ndarray]) -> dict
     return {name: total / count for name, total in sums.items()}
 
 
-def weighted_ops(model) -> list:
-    """(op, kind) of the weighted ops (conv, depthwise, fully connected) of a TFLite model's main graph, in order."""
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    ops = model.subgraphs[0].operators or []
-    return [(op, codes[op.opcodeIndex]) for op in ops if codes[op.opcodeIndex] in (_CONV, _DEPTHWISE, _FC)]
-
-
 def input_means(float_tflite: bytes, calibration: Callable[[], Iterable[np.ndarray]]) -> dict[int, np.ndarray]:
     """E[x_c] of every weighted op's input in the float TFLite model over the calibration batches, by
     tensor index: what `correct_tflite` needs, measured once however many int8 models are corrected."""
@@ -205,7 +196,7 @@ def input_means(float_tflite: bytes, calibration: Callable[[], Iterable[np.ndarr
         interpreter.invoke()
         for op, kind in weighted_ops(fmodel):  # FULLY_CONNECTED flattens its input to [-1, I]
             act = interpreter.get_tensor(op.inputs[0])
-            width = fmodel.subgraphs[0].tensors[op.inputs[1]].shape[-1] if kind == _FC else act.shape[-1]
+            width = fmodel.subgraphs[0].tensors[op.inputs[1]].shape[-1] if kind == FULLY_CONNECTED else act.shape[-1]
             sums[op.inputs[0]] = sums.get(op.inputs[0], 0) + act.reshape(-1, width).mean(0)
     return {index: total / count for index, total in sums.items()}
 
@@ -231,7 +222,7 @@ def correct_tflite(quantized: bytes, float_tflite: bytes, means: dict[int, np.nd
     def constant(model, index, dtype):  # a constant tensor's value, None if it has none or another type
         tensor = model.subgraphs[0].tensors[index]
         data = model.buffers[tensor.buffer].data
-        if data is None or len(data) == 0 or tensor.type != _TYPES[dtype]:
+        if data is None or len(data) == 0 or tensor.type != TENSOR_TYPES[dtype]:
             return None
         return np.frombuffer(data.tobytes(), dtype).reshape(tensor.shape)
 
@@ -263,9 +254,9 @@ def correct_tflite(quantized: bytes, float_tflite: bytes, means: dict[int, np.nd
         shape[wq.quantizedDimension] = -1
         d = w_int * np.asarray(wq.scale, np.float32).reshape(shape) - w  # weight error, TFLite layout
         mean = means[fop.inputs[0]]  # E[x_c]
-        if (w.shape[-1] % mean.size) if kind == _DEPTHWISE else (w.shape[-1] != mean.size):
+        if (w.shape[-1] % mean.size) if kind == DEPTHWISE_CONV_2D else (w.shape[-1] != mean.size):
             continue  # e.g. a grouped convolution
-        if kind == _DEPTHWISE:  # [1, kh, kw, C*m]: output channel o reads input channel o // m
+        if kind == DEPTHWISE_CONV_2D:  # [1, kh, kw, C*m]: output channel o reads input channel o // m
             error = d.sum(axis=(0, 1, 2)) * np.repeat(mean, d.shape[-1] // mean.size)
         else:  # CONV_2D [O, kh, kw, I] or FULLY_CONNECTED [O, I]
             error = d.reshape(d.shape[0], -1, mean.size).sum(1) @ mean

@@ -43,7 +43,7 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: Callable[[], Iterabl
     `exclude` names nodes kept in float; `method` is minmax, percentile or entropy; `correct_bias`
     takes the mean error of the rounded weights out of the Conv biases (convert/bias.py). On CPUs whose
     u8 x s8 kernels saturate (x86 AVX2 without VNNI) the runtime runs the same weights as uint8
-    (edgelite/int8.py), so the file computes the same integers everywhere.
+    (runtime/int8.py, `edgelite.int8`), so the file computes the same integers everywhere.
     Returns the recipe as recorded in the artifact's metadata.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process

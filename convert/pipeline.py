@@ -19,13 +19,13 @@ from edgelite.files import prepare_out_dir
 from edgelite.parity import NEAR_TIE
 from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
 
-from .exporter import Artifact, Exporter
+from .builds import Builds
+from .exporter import Artifact, CheckData, Exporter, Gate
 from .loading import import_tensorflow, load_model, source_of
-from .resolve import keras_facts, resolve_labels, resolve_spec
+from .keras_facts import keras_facts, keras_spec, resolve_labels
 
 log = logging.getLogger(__name__)
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
-# the per-layer report's measure, by format: lower is worse for dB, higher for the others (layers.worst_first)
 SCHEMA = 1
 
 
@@ -78,7 +78,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     source = source_of(model_path, weights)
     known_path = model_path if model_path.exists() else None
     facts = keras_facts(model, known_path)
-    spec = resolve_spec(model, known_path, preprocess, facts)
+    spec = keras_spec(model, known_path, preprocess, facts)
     units = int(model.outputs[0].shape[-1])
     classes = 2 if units == 1 else units  # a one-unit head (sigmoid or logit) is two classes
     labels = resolve_labels(known_path, labels, classes)
@@ -106,8 +106,9 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         document["calibration"] = {"images": len(calibration), "with_mirror_images": mirror}
     artifacts = []
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".convert-") as tmp:
-        exporter = Exporter(model, Path(tmp), out_dir, Path(source["file"]).stem, calib, io_type, nchw, checks,
-                             reference, document, thresholds, force, check_set, rescue, near_tie)
+        exporter = Exporter(Builds(model, Path(tmp), calib, nchw), io_type=io_type, out_dir=out_dir,
+                            stem=Path(source["file"]).stem, checks=CheckData(checks, reference, check_set),
+                            document=document, gate=Gate(thresholds, near_tie, rescue), force=force)
         for fmt in formats:
             artifact = exporter.export(fmt)
             (done or (lambda a: log.info(a.summary())))(artifact)

@@ -10,6 +10,8 @@ import numpy as np
 from edgelite.backends import METADATA_KEY
 from edgelite.errors import EdgeliteError, one_line
 
+from .tflite_metadata import write
+
 KINDS = ("fp32", "fp16", "dynamic", "int8")
 
 
@@ -128,8 +130,6 @@ def embed_metadata(tflite: bytes, document: dict, extra: dict[str, bytes] | None
     described in standard TFLite Metadata (labels, NormalizationOptions, colour space), so the TFLite Task
     Library, MediaPipe and other tools understand it. The standard cannot say BGR or a centre crop: a BGR
     model gets no NormalizationOptions, and such tools resize the whole frame."""
-    from .tflite_metadata import write
-
     spec = document.get("preprocess") or {}
     rgb = spec.get("channel_order", "RGB") == "RGB" and spec.get("mean") and spec.get("std")
     source = (document.get("source") or {}).get("file", "model")
@@ -139,26 +139,3 @@ def embed_metadata(tflite: bytes, document: dict, extra: dict[str, bytes] | None
                  color_space="GRAYSCALE" if spec.get("channels") == 1 else "RGB",
                  description="exported by edgelite; its full preprocessing is in the 'edgelite' metadata entry",
                  entries={METADATA_KEY: json.dumps(document).encode(), **(extra or {})})
-
-
-def unpack(tflite: bytes):
-    """(the generated schema module, the model as its mutable object tree); `pack` writes it back."""
-    from edgelite.tflite_format import schema as tflite_schema
-
-    schema = tflite_schema()
-    if schema is None:
-        raise EdgeliteError("no TFLite interpreter installed to edit the model: pip install 'edgelite[tflite]'")
-    try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(tflite), 0))
-    except Exception as exc:  # a garbage flatbuffer fails in many ways
-        raise EdgeliteError(f"not a readable TFLite model ({one_line(exc)})") from None
-    return schema, model
-
-
-def pack(model, size_hint: int = 1024) -> bytes:
-    """The bytes of a model object tree from `unpack` (metadata and signatures carried over)."""
-    import flatbuffers
-
-    builder = flatbuffers.Builder(size_hint)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())

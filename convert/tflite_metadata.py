@@ -14,7 +14,7 @@ from edgelite.tflite_format import (COLOR_SPACES, CONTENT, FEATURE_PROPERTIES, F
                                     IMAGE_PROPERTIES, KEY, MODEL, NORMALIZATION, SUBGRAPH, TENSOR,
                                     TENSOR_AXIS_LABELS, UNIT)
 
-from .tflite import pack, unpack
+from .tflite_model import pack, unpack
 
 
 def write(tflite: bytes, *, name: str, labels: list[str] | None, mean: list[float] | None,

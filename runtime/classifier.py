@@ -40,6 +40,11 @@ def read_labels(path: str | Path) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
+def given_labels(labels) -> list[str] | None:
+    """Labels as a caller gives them: a list (or tuple) as it is, a labels file's path read into a list, None."""
+    return read_labels(labels) if isinstance(labels, (str, Path)) else labels
+
+
 def background_offset(outputs: int, classes: int) -> int:
     """1 when a model has one output more than the classes it is matched to (index 0 is a background
     class, as in Google's and Coral's ImageNet models: 1001 outputs for the 1000 classes), else 0."""
@@ -143,8 +148,7 @@ class Classifier:
         self.standard = self.backend.standard_metadata(labels=labels is None) if not self.metadata.get("labels") \
             or "preprocess" not in self.metadata else None  # the model's labels file is not read when given some
         self.input, self.output = self.backend.input, self.backend.output
-        if isinstance(labels, (str, Path)):
-            labels = read_labels(labels)
+        labels = given_labels(labels)
         self.labels = list(labels) if labels is not None else (
             self.metadata.get("labels") or (self.standard or {}).get("labels"))
         n_out = self.output.shape[-1] if self.output.shape else None

@@ -1,7 +1,10 @@
 """The one preprocessing implementation: image loading and image -> model input.
 
 Everything that feeds a model (the device runtime, the converter's calibration and
-parity checks, the benchmarks, the demo) goes through `load_image` and `to_input`.
+parity checks, training, the benchmarks, the demo) goes through `pixels` (decode with `load_image`,
+resize, crop: uint8 at the model's size) and then `from_pixels` (normalise, quantize, lay out):
+`to_input` is the two in one call; training's pixel cache and the check sets keep the pixels in
+between; `to_float` and `batch` give the float arrays Keras takes, by the same steps (never quantized).
 """
 from __future__ import annotations
 

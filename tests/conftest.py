@@ -11,12 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from edgelite.benchmarks.shared_data import shared_dir  # $EDGELITE_SHARED, else ../shared
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    """The project's shared data: $EDGELITE_SHARED, else ../shared beside the repository."""
-    return Path(os.environ.get("EDGELITE_SHARED", ROOT.parent / "shared"))
 
 
 def shared(relative: str) -> Path:

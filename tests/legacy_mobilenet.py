@@ -14,14 +14,14 @@ nothing else: gamma=1, beta=bias, moving_mean=0, moving_variance=1-epsilon.
 """
 from __future__ import annotations
 
-import os
 import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+from edgelite.benchmarks.shared_data import SHARED
+
 MODELS = SHARED / "data" / "third-party-models"
 DEFAULT = MODELS / "mobilenet_v1_0.25_224_1_metadata_1.tflite"
 FALLBACK_LABELS = MODELS / "imagenet_labels.txt"

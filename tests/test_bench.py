@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from edgelite.benchmarks import report
-from edgelite.benchmarks.bench import bench, find_artifacts
-from edgelite.benchmarks.labeled import accuracy, labeled_images
+from edgelite.benchmarks.bench import bench
+from edgelite.files import find_artifacts
+from edgelite.labeled import accuracy, labeled_images
 
 from conftest import run_cli, run_python
 
@@ -119,7 +120,7 @@ def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices()
     from conftest import shared
     from edgelite.benchmarks.heldback import IMAGENET_CATS, held_back, table
     from edgelite.files import find_images
-    from edgelite.train.datasets import split_images
+    from edgelite.convert.samples import split_images
 
     imagenet, cats = shared("data/imagenet-sample"), shared("data/big-cats")
     names = shared("data/models/imagenet_class_names.txt").read_text().splitlines()

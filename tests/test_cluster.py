@@ -163,7 +163,7 @@ def test_evaluate_gives_local_bench_figures(local_ray, artifact, digits):
     """bench --ray's accuracy on a labeled folder (class sub-folders) equals local bench's, and the second
     artifact's agreement with the first is parity.py's measure on local scores."""
     from edgelite.benchmarks.bench import bench
-    from edgelite.benchmarks.labeled import labeled_images
+    from edgelite.labeled import labeled_images
     from edgelite.cluster import evaluate
     from edgelite.parity import parity
 
@@ -230,7 +230,7 @@ def test_predict_with_ray_runs_a_bundles_tuned_choice(local_ray, artifact, photo
 
 def test_shipped_model_carries_backend_options_to_the_worker(artifact):
     """A tuned choice's backend options reach the actor's Classifier (as predict --ray on a bundle ships them)."""
-    from edgelite.cluster.model import ShippedModel
+    from edgelite.cluster.shipped_model import ShippedModel
 
     model, driver = ShippedModel.read(artifact["tflite-int8"], options={"xnnpack": False})
     worker = model.open()  # what each actor does, without Ray
@@ -239,7 +239,8 @@ def test_shipped_model_carries_backend_options_to_the_worker(artifact):
 
 
 def test_options_and_errors_without_a_cluster(tmp_path, monkeypatch):
-    from edgelite.cluster import add_ray_options, predict_files
+    from edgelite.cli.ray_options import add_ray_options
+    from edgelite.cluster import predict_files
     from edgelite.cluster.session import MISSING, import_ray
 
     predict, bench = argparse.ArgumentParser(), argparse.ArgumentParser()
@@ -265,7 +266,7 @@ def test_options_and_errors_without_a_cluster(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # --ray local joins a Ray the environment names
     assert _running_here(ray)
-    from edgelite.cluster.pipeline import worker_error
+    from edgelite.cluster.batch_inference import worker_error
 
     failure = RuntimeError("The actor died because of an error raised in its creation task\nTraceback ...\n"
                            "edgelite.errors.EdgeliteError: m.tflite: not a valid TFLite model (bad)")

@@ -5,7 +5,7 @@ import pytest
 from edgelite import Classifier, EdgeliteError
 from edgelite.convert import convert
 from edgelite.convert.loading import load_model
-from edgelite.convert.resolve import family_preset, imagenet_labels, resolve_labels
+from edgelite.convert.keras_facts import family_preset, imagenet_labels, resolve_labels
 from edgelite.preprocess import to_float
 
 from conftest import shared

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 
 from edgelite import EdgeliteError
+from edgelite.convert.samples import split
 from edgelite.files import find_images, prepare_out_dir, write_atomic
-from edgelite.train.datasets import class_folders, split
+from edgelite.train.datasets import class_folders
 
 
 def touch(path: Path) -> Path:

@@ -21,10 +21,10 @@ import json
 import pytest
 
 from edgelite.benchmarks.heldback import held_back, top1
-from edgelite.benchmarks.labeled import labeled_images
 from edgelite.classifier import Classifier
 from edgelite.convert import FORMATS, convert
-from edgelite.train.datasets import split_images
+from edgelite.convert.samples import split_images
+from edgelite.labeled import labeled_images
 
 from conftest import run_cli, shared
 
@@ -88,7 +88,7 @@ def test_dynamic_range_that_misses_its_gate_is_rescued(legacy, tmp_path):
         "top1_agreement"]
     report = json.loads((dynamic.path.parent / found["report"]).read_text())
     # 19 layers with int8 weights from the converter; the 7 depthwise ones get float weights first (no hybrid
-    # depthwise kernel in XNNPACK: convert/rescue.float_depthwise), the report rates the other 12
+    # depthwise kernel in XNNPACK: convert/dynamic_range.float_depthwise), the report rates the other 12
     assert len(report) == 12 and "DEPTHWISE_CONV_2D" not in {r["op"] for r in report}
     assert Classifier(dynamic.path).metadata["quantization"]["float_depthwise"] == 7
     done = run_cli("inspect", dynamic.path)

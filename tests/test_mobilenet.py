@@ -2,9 +2,9 @@
 import pytest
 
 from edgelite import Classifier
-from edgelite.benchmarks.labeled import accuracy, labeled_images
 from edgelite.convert import FORMATS, convert
-from edgelite.train.datasets import split_images
+from edgelite.convert.samples import split_images
+from edgelite.labeled import accuracy, labeled_images
 
 from conftest import shared
 

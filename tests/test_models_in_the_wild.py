@@ -209,7 +209,7 @@ def test_tutorial_binary_model_with_preprocessing_inside(tmp_path):
     pytest.importorskip("tensorflow")
     import keras
 
-    from edgelite.train.datasets import split
+    from edgelite.convert.samples import split
 
     root = shared("data/big-cats")
     items = [(p, i) for i, name in enumerate(["snow_leopard", "tiger"]) for p in find_images([root / name])]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgelite.convert import rescue
+from edgelite.convert import dynamic_range, fallback, layer_report, onnx_layer_error, tflite_layer_error
 from edgelite.errors import EdgeliteError
 from edgelite.layers import format_table, format_tries
 
@@ -55,14 +55,14 @@ def calibrated(cnn, calibration):
 
 @pytest.fixture(scope="module")
 def tflite_rows(calibrated, images):
-    return rescue.tflite_layer_report(calibrated, images, "int8")
+    return tflite_layer_error.tflite_layer_report(calibrated, images, "int8")
 
 
 def test_onnx_report_covers_every_quantized_activation(onnx_pair, images):
     import onnx
 
     fp32, qdq = onnx_pair
-    rows = rescue.onnx_layer_report(fp32, qdq, images, "input")
+    rows = onnx_layer_error.onnx_layer_report(fp32, qdq, images, "input")
     graph = onnx.load(str(qdq)).graph
     nodes = {n.name: n for n in graph.node}
     # every QuantizeLinear of an activation (not of a constant weight) has one row
@@ -83,7 +83,7 @@ def test_onnx_report_covers_every_quantized_activation(onnx_pair, images):
 
 def test_onnx_report_wraps_errors(onnx_pair, images, tmp_path):
     with pytest.raises(EdgeliteError, match="ONNX layer report failed"):
-        rescue.onnx_layer_report(tmp_path / "missing.onnx", onnx_pair[1], images, "input")
+        onnx_layer_error.onnx_layer_report(tmp_path / "missing.onnx", onnx_pair[1], images, "input")
 
 
 LAYERS = [{"layer": f"t{i}", "node": f"n{i}", "op": "Conv", "sqnr_db": s}
@@ -97,7 +97,7 @@ def test_fallback_search_stops_at_the_smallest_passing_set():
         seen.append(list(excluded))
         return 0.9 if "n2" in excluded else 0.5  # n2 is the 4th worst
 
-    result = rescue.fallback_search(LAYERS, evaluate, gate=0.85, key="sqnr_db")
+    result = fallback.fallback_search(LAYERS, evaluate, gate=0.85, key="sqnr_db")
     assert seen == [["n3"], ["n3", "n1"], ["n3", "n1", "n5", "n2"]]
     assert result == {"excluded": ["n3", "n1", "n5", "n2"], "agreement": 0.9, "passed": True,
                       "tries": [{"excluded": 1, "agreement": 0.5}, {"excluded": 2, "agreement": 0.5},
@@ -106,7 +106,7 @@ def test_fallback_search_stops_at_the_smallest_passing_set():
 
 def test_fallback_search_reports_failure_and_respects_max_layers():
     agreements = iter([0.5, 0.7, 0.6])
-    result = rescue.fallback_search(LAYERS, lambda excluded: next(agreements), gate=0.99, key="sqnr_db",
+    result = fallback.fallback_search(LAYERS, lambda excluded: next(agreements), gate=0.99, key="sqnr_db",
                                     max_layers=3)
     assert not result["passed"]
     assert [t["excluded"] for t in result["tries"]] == [1, 2, 3]
@@ -121,7 +121,7 @@ def test_fallback_search_high_is_worse_for_rmse_and_survives_failed_tries():
             raise EdgeliteError("conversion failed")
         return 1.0
 
-    result = rescue.fallback_search(rows, evaluate, gate=0.9, key="rmse_scale")
+    result = fallback.fallback_search(rows, evaluate, gate=0.9, key="rmse_scale")
     assert result["passed"] and result["excluded"] == ["b", "a"]
     assert result["tries"][0]["agreement"] is None and "conversion failed" in result["tries"][0]["error"]
 
@@ -162,7 +162,7 @@ def test_tflite_fallback_keeps_the_denylisted_layer_in_float(cnn, calibrated, im
 
 def test_write_report_and_table(tmp_path, tflite_rows):
     pytest.importorskip("matplotlib")
-    written = rescue.write_report(tflite_rows, tmp_path / "model.int8", "test", "rmse_scale")
+    written = layer_report.write_report(tflite_rows, tmp_path / "model.int8", "test", "rmse_scale")
     assert written["json"] == tmp_path / "model.int8.layers.json"
     assert json.loads(written["json"].read_text()) == json.loads(json.dumps(tflite_rows))
     assert written["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -178,7 +178,7 @@ def test_search_tries_calibration_methods_before_float_fallback():
         calls.append((len(excluded), method))
         return 0.97 if method == "entropy" else 0.5
 
-    result = rescue.fallback_search(LAYERS, evaluate, gate=0.95, key="sqnr_db", methods=("percentile", "entropy"))
+    result = fallback.fallback_search(LAYERS, evaluate, gate=0.95, key="sqnr_db", methods=("percentile", "entropy"))
     assert calls == [(0, "percentile"), (0, "entropy")]  # cheapest first, and no layer in float
     assert result["passed"] and result["method"] == "entropy" and result["excluded"] == []
     assert format_tries(result["tries"]) == "percentile calibration: 50.0%, entropy calibration: 97.0%"
@@ -219,11 +219,10 @@ def _run(content: bytes, x: np.ndarray) -> np.ndarray:
 
 
 def test_dynamic_layers_put_a_named_layer_back_in_float(dynamic_pair):
-    from edgelite.convert.bias import weighted_ops
-    from edgelite.convert.tflite import unpack
+    from edgelite.convert.tflite_model import OP_NAMES, unpack, weighted_ops
 
     dynamic, fp32, x = dynamic_pair
-    layers = rescue.DynamicLayers(dynamic, fp32)
+    layers = dynamic_range.DynamicLayers(dynamic, fp32)
     names = list(layers.layers)
     assert len(names) == 2  # the two convolutions; the 160-weight head was never quantized
     float_out, plain_out = _run(fp32, x), _run(dynamic, x)
@@ -249,8 +248,7 @@ def test_dynamic_range_keeps_depthwise_weights_in_float_for_one_delegate_partiti
     from ai_edge_litert.interpreter import Interpreter
 
     from edgelite.convert import tflite
-    from edgelite.convert.bias import weighted_ops
-    from edgelite.convert.tflite import unpack
+    from edgelite.convert.tflite_model import OP_NAMES, unpack, weighted_ops
 
     keras.utils.set_random_seed(4)
     model = keras.Sequential([  # expand, depthwise, project: the depthwise between two delegated convolutions
@@ -260,12 +258,12 @@ def test_dynamic_range_keeps_depthwise_weights_in_float_for_one_delegate_partiti
         keras.layers.Dense(4, activation="softmax"),
     ])
     dynamic, fp32 = tflite.to_tflite(model, "dynamic"), tflite.to_tflite(model, "fp32")
-    out, count = rescue.float_depthwise(dynamic, fp32)
+    out, count = dynamic_range.float_depthwise(dynamic, fp32)
     assert count == 1  # the first depthwise (1152 weights); the second has 576, left in float by the converter
 
     def kinds(content):
         _, m = unpack(content)
-        return [(rescue._OP_NAMES[kind], m.subgraphs[0].tensors[op.inputs[1]].type) for op, kind in weighted_ops(m)]
+        return [(OP_NAMES[kind], m.subgraphs[0].tensors[op.inputs[1]].type) for op, kind in weighted_ops(m)]
 
     assert kinds(dynamic)[:3] == [("CONV_2D", 9), ("DEPTHWISE_CONV_2D", 9), ("CONV_2D", 9)]  # TensorType INT8
     assert kinds(out)[:3] == [("CONV_2D", 9), ("DEPTHWISE_CONV_2D", 0), ("CONV_2D", 9)]  # FLOAT32 in the middle
@@ -278,14 +276,14 @@ def test_dynamic_range_keeps_depthwise_weights_in_float_for_one_delegate_partiti
     assert partitions(dynamic) > 1 and partitions(out) == 1
     x = np.random.default_rng(4).random((3, 10, 10, 64), dtype=np.float32)
     assert np.abs(_run(out, x) - _run(fp32, x)).max() < np.abs(_run(dynamic, x) - _run(fp32, x)).max()
-    assert rescue.float_depthwise(dynamic_pair[0], dynamic_pair[1]) == (dynamic_pair[0], 0)  # no depthwise
-    assert rescue.float_depthwise(dynamic, dynamic_pair[1]) == (dynamic, 0)  # layers that do not pair: as it is
+    assert dynamic_range.float_depthwise(dynamic_pair[0], dynamic_pair[1]) == (dynamic_pair[0], 0)  # no depthwise
+    assert dynamic_range.float_depthwise(dynamic, dynamic_pair[1]) == (dynamic, 0)  # layers that do not pair: as it is
 
 def test_dynamic_report_rates_each_quantized_layer(dynamic_pair):
     dynamic, fp32, x = dynamic_pair
-    rows = rescue.tflite_dynamic_layer_report(dynamic, fp32, x)
+    rows = dynamic_range.tflite_dynamic_layer_report(dynamic, fp32, x)
     assert [r["op"] for r in rows] == ["CONV_2D", "CONV_2D"] and [r["weights"] for r in rows] == [1152, 4608]
-    assert [r["node"] for r in rows] == list(rescue.DynamicLayers(dynamic, fp32).layers)
+    assert [r["node"] for r in rows] == list(dynamic_range.DynamicLayers(dynamic, fp32).layers)
     for r in rows:
         assert 30 < r["weight_sqnr_db"] < 70  # per-channel int8 rounding: about 6 dB a bit
         assert 10 < r["output_sqnr_db"] < 120
@@ -301,7 +299,7 @@ def test_fallback_search_keeps_the_helping_method_and_bisects():
         return 0.90 if not excluded else (0.96 if len(excluded) >= 3 else 0.5)
 
     layers = LAYERS  # 6 rated layers
-    result = rescue.fallback_search(layers, evaluate, gate=0.95, key="sqnr_db", methods=("bias_correction",),
+    result = fallback.fallback_search(layers, evaluate, gate=0.95, key="sqnr_db", methods=("bias_correction",),
                                     baseline=0.80, max_layers=len(layers), refine=True)
     # the method helped (0.90 > 0.80): the float tries are made on top of it; 4 passes, 2 fails: 3 is tried
     assert seen == [(0, "bias_correction"), (1, "bias_correction"), (2, "bias_correction"), (4, "bias_correction"),
@@ -310,7 +308,7 @@ def test_fallback_search_keeps_the_helping_method_and_bisects():
     assert format_tries(result["tries"][:2]) == "bias correction: 90.0%, 1 in float + bias correction: 50.0%"
     # without a baseline (ONNX's search) or when the method did not help, the float tries are plain
     seen.clear()
-    rescue.fallback_search(layers, evaluate, gate=0.95, key="sqnr_db", methods=("bias_correction",), baseline=0.95)
+    fallback.fallback_search(layers, evaluate, gate=0.95, key="sqnr_db", methods=("bias_correction",), baseline=0.95)
     assert [method for _, method in seen] == ["bias_correction", None, None, None]
 
 

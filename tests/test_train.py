@@ -108,3 +108,12 @@ def test_separate_validation_folder(digits, tmp_path):
     (val / "0").rename(val / "zero")
     with pytest.raises(EdgeliteError, match="class folders differ"):
         train(digits, tmp_path / "out2", recipe="cnn", size=16, epochs=1, val_dir=val, verbose=0)
+
+
+def test_train_and_the_command_default_to_the_same_recipe():
+    import inspect
+
+    from edgelite.cli import build_parser
+
+    args = build_parser(["train"]).parse_args(["train", "DATA", "--out", "OUT"])
+    assert args.recipe == inspect.signature(train).parameters["recipe"].default == "mobilenetv2"

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgelite.convert.samples import split
 from edgelite.errors import EdgeliteError
-from edgelite.files import write_json
-from edgelite.train.datasets import class_folders, split
+from edgelite.files import write_json, write_staged
 from edgelite.preprocess import PreprocessSpec, from_pixels, pixels
+from edgelite.train.datasets import class_folders
 
 
 @dataclass
@@ -234,10 +235,7 @@ class PixelCache:
     def _create(self, paths: list, spec: PreprocessSpec) -> None:
         self.done_path.unlink(missing_ok=True)  # the done marks go last: they vouch for the pixels
         for path, shape in ((self.path, (self.count, *self.shape)), (self.done_path, (self.count,))):
-            staged = path.with_name(f".{path.name}.part")
-            array = np.lib.format.open_memmap(staged, mode="w+", dtype=np.uint8, shape=shape)  # sparse zeros
-            del array
-            os.replace(staged, path)
+            write_staged(path, lambda tmp: _zeros(tmp, shape), force=True)
         write_json(self.folder / f"{self.path.name[:-len('.pixels.npy')]}.json",
                    {"key": self.key, "images": self.count, "shape": list(self.shape), "preprocess": spec.to_dict(),
                     "first": str(paths[0]) if paths else None})
@@ -302,3 +300,9 @@ def _npy_offset(path: Path, shape: tuple) -> int:
 def describe_cache(caches: list[PixelCache]) -> str:
     parts = [f"{c.path.name} {c.filled()}/{c.count} decoded" for c in caches]
     return "cache: " + ", ".join(parts)
+
+
+def _zeros(path: Path, shape: tuple) -> None:
+    """A .npy file of uint8 zeros (sparse: nothing written but the header)."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    del array

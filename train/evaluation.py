@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgelite.benchmarks.report import pyplot
-from edgelite.benchmarks.report import write_figure
+from edgelite.figures import pyplot, write_figure
 
 from .data import Batches, prefetch
 

@@ -13,10 +13,10 @@ class Exported(NamedTuple):
 def export(trained, force: bool = False) -> Exported:
     """Convert `trained` (recipes.Trained) into OUT/artifacts: calibrated on 200 of its training images,
     checked on its validation images, each artifact's validation top-1 beside Keras's."""
-    from edgelite.benchmarks.labeled import accuracy
+    from edgelite.labeled import accuracy
     from edgelite.convert import FORMATS, convert
 
-    from .datasets import choose
+    from edgelite.convert.samples import choose
 
     result = convert(trained.model_path, trained.model_path.parent / "artifacts",
                      choose([p for p, _ in trained.train], 200), [p for p, _ in trained.val],

@@ -57,7 +57,7 @@ class Trained:
     files: dict = field(default_factory=dict)
 
 
-def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "cnn", size: int | None = None,
+def train(data_dir: str | Path, out_dir: str | Path, recipe: str = "mobilenetv2", size: int | None = None,
           epochs: int | None = None, fine_tune_epochs: int = 6, fine_tune_last: int = 30, alpha: float = 1.0,
           weights: str | None = "imagenet", val_split: float = 0.2, val_dir: str | Path | None = None,
           batch_size: int = 32, seed: int = 0, patience: int | None = None, augment: bool = True, force: bool = False,

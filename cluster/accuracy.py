@@ -1,5 +1,5 @@
 """`edgelite bench --ray`: top-1/top-5 and the agreement between artifacts over a whole labeled set, on a Ray
-cluster. The labeled folder is read and scored as local `bench` does (benchmarks/labeled.py: class folders,
+cluster. The labeled folder is read and scored as local `bench` does (runtime/labeled.py: class folders,
 or ImageNet-style `<wnid>_*.JPEG` with wnids.txt; the same `accuracy`), on every class's probability as
 `Classifier.scores` gives it for one file, so the figures are local bench's. Latency stays a local,
 per-device measurement: `edgelite bench` without --ray, on the device."""
@@ -12,9 +12,13 @@ from typing import Sequence
 import numpy as np
 
 from edgelite.errors import EdgeliteError
+from edgelite.files import find_artifacts
+from edgelite.labeled import accuracy, labeled_images
+from edgelite.parity import parity
+from edgelite.result_rows import SELF_AGREEMENT, agreement_fields, artifact_fields
 
-from .model import ShippedModel
-from .pipeline import classify
+from .shipped_model import ShippedModel
+from .batch_inference import classify
 from .session import connect, import_ray
 
 log = logging.getLogger(__name__)
@@ -31,10 +35,6 @@ def evaluate(artifacts: Sequence[str | Path], data: str | Path, *, address: str 
     the first few in `error_examples`), and agreement, top5_overlap and max_abs_diff against the first
     artifact (parity.py's measures; the first artifact's own row says 1.0). `options`: an artifact's backend
     options by its path (a bundle's tuned choice), as local bench takes them."""
-    from edgelite.benchmarks.bench import find_artifacts
-    from edgelite.benchmarks.labeled import accuracy, labeled_images
-    from edgelite.parity import parity
-
     if data is None:
         raise EdgeliteError("bench --ray needs --data (a labeled folder)")
     if limit is not None and limit < 1:
@@ -67,18 +67,14 @@ def evaluate(artifacts: Sequence[str | Path], data: str | Path, *, address: str 
                     ok[position[name]] = True
             known = [t for t, good in zip(truth, ok) if good]
             figures = accuracy(scores[ok], known)
-            row = {"name": classifier.metadata.get("format") or path.name,
-                   "format": classifier.metadata.get("format", path.suffix[1:]), "path": str(path),
-                   "size_mb": path.stat().st_size / 1e6, "sha256": model.sha256, "top1": figures["top1"],
+            row = {**artifact_fields(path, classifier.metadata), "sha256": model.sha256, "top1": figures["top1"],
                    "top5": figures["top5"], "labeled": figures["labeled"], "images": int(ok.sum()),
                    "errors": len(errors), "error_examples": errors[:5]}
             if reference is None:
                 reference, reference_ok = scores, ok
-                row.update(agreement=1.0, top5_overlap=1.0, max_abs_diff=0.0)
+                row.update(SELF_AGREEMENT)
             elif reference.shape == scores.shape and (both := reference_ok & ok).any():
-                figures = parity(reference[both], scores[both])
-                row.update(agreement=figures["top1_agreement"], top5_overlap=figures["top5_overlap"],
-                           max_abs_diff=figures["max_abs_diff"])
+                row.update(agreement_fields(parity(reference[both], scores[both])))
             row["agreement_with"] = rows[0]["name"] if rows else None
             rows.append(row)
             if verbose and errors:

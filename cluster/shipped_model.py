@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgelite import Classifier, PreprocessSpec
-from edgelite.classifier import read_labels, sidecar_path
+from edgelite.classifier import given_labels, sidecar_path
 from edgelite.errors import EdgeliteError
 from edgelite.resolve import user_fields
 
@@ -45,8 +45,7 @@ class ShippedModel:
             data = path.read_bytes()
         except OSError as exc:
             raise EdgeliteError(f"cannot read {path}: {exc.strerror or exc}") from None
-        if isinstance(labels, (str, Path)):
-            labels = read_labels(labels)
+        labels = given_labels(labels)
         fields = user_fields(preprocess) or None  # a spec .json is read here, not on every worker
         classifier = Classifier(path, backend=backend, threads=1, labels=labels, preprocess=fields, output=output,
                                 options=options)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from edgelite.errors import EdgeliteError, one_line
 
-from .model import ShippedModel
+from .shipped_model import ShippedModel
 from .session import Cluster, import_ray, pool_size
 from .workers import ClassifyFiles
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from edgelite.classifier import background_offset, read_labels, read_sidecar
 from edgelite.errors import EdgeliteError
 from edgelite.preprocess import PreprocessSpec
-from edgelite.resolve import geometry, resolve_spec as resolve
+from edgelite.resolve import geometry, resolve_spec
 
 from .keras_preprocessing import input_normalisation
 
@@ -60,12 +60,12 @@ def keras_facts(model, model_path: Path | None) -> tuple[dict | None, str, dict 
     return None, "keras", None
 
 
-def resolve_spec(model, model_path: Path | None, preprocess, facts: tuple | None = None) -> PreprocessSpec:
+def keras_spec(model, model_path: Path | None, preprocess, facts: tuple | None = None) -> PreprocessSpec:
     """The Keras model's preprocessing by the one resolver (runtime/resolve.py); `facts` are
     `keras_facts(model, model_path)` where the caller has them already."""
     carried, world, _ = facts or keras_facts(model, model_path)
     name = model_path.name if model_path else model.name
-    return resolve(name, world, carried, input_geometry(model), preprocess)
+    return resolve_spec(name, world, carried, input_geometry(model), preprocess)
 
 
 def resolve_labels(model_path: Path | None, labels, classes: int) -> list[str] | None:

@@ -1,0 +1,89 @@
+"""What several formats' exports share, each made once per conversion and kept in its temporary folder: the
+tf2onnx export, the SavedModel, the float TFLite conversions, the calibrated model, the float model's layer
+input means, the dynamic-range model's layers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgelite.quiet import quiet
+
+from . import bias, onnx_export, tflite
+
+
+@dataclass
+class Builds:
+    model: object  # the Keras model
+    tmp: Path
+    calib: np.ndarray | None  # float NHWC calibration samples
+    nchw: bool  # ONNX with NCHW input
+    float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (dynamic_range.float_depthwise)
+    _float_means: dict | None = None
+    _dynamic_layers: object = None
+    _saved_model: Path | bool | None = None
+
+    def calibration_batches(self):
+        return (self.calib[i:i + 1] for i in range(len(self.calib)))
+
+    def onnx_fp32(self) -> Path:
+        """The tf2onnx export, made once and shared by onnx-fp32 and onnx-int8."""
+        path = self.tmp / "tf2onnx.onnx"
+        if not path.exists():
+            onnx_export.to_onnx(self.model, path, self.nchw)
+        return path
+
+    def saved_model(self) -> Path | None:
+        """The Keras model exported once for every TFLite conversion (the converter would export it each time)."""
+        if self._saved_model is None:
+            with quiet():
+                self._saved_model = tflite.export_saved_model(self.model, self.tmp / "saved_model") or False
+        return self._saved_model or None
+
+    def tflite(self, kind: str) -> bytes:
+        """A TFLite conversion of the Keras model (fp32, fp16, dynamic), made once: fp32 is also what int8 is
+        calibrated from and the reference of bias correction, dynamic what its rescue starts from. Dynamic
+        range keeps its depthwise weights in float (dynamic_range.float_depthwise: XNNPACK runs no hybrid
+        depthwise)."""
+        path = self.tmp / f"{kind}.tflite"
+        if not path.exists():
+            with quiet():
+                data = tflite.to_tflite(self.model, kind, saved_model=self.saved_model())
+                if kind == "dynamic":
+                    from .dynamic_range import float_depthwise
+
+                    data, self.float_depthwise = float_depthwise(data, self.tflite_fp32())
+            path.write_bytes(data)
+        return path.read_bytes()
+
+    def tflite_fp32(self) -> bytes:
+        return self.tflite("fp32")
+
+    def tflite_dynamic(self) -> bytes:
+        return self.tflite("dynamic")
+
+    def calibrated(self) -> bytes:
+        """The float conversion with its tensor ranges over the calibration set, measured once: every full-int8
+        build (the first, each rescue try, the per-layer report) is a quantization of it."""
+        path = self.tmp / "calibrated.tflite"
+        if not path.exists():
+            with quiet():
+                path.write_bytes(tflite.calibrate(self.tflite_fp32(), self.calibration_batches))
+        return path.read_bytes()
+
+    def float_means(self) -> dict:
+        """The float model's layer input means over the calibration set, measured once: every int8 TFLite
+        build (the first, each rescue try) corrects its biases with them."""
+        if self._float_means is None:
+            with quiet():
+                self._float_means = bias.input_means(self.tflite_fp32(), self.calibration_batches)
+        return self._float_means
+
+    def dynamic_layers(self):
+        """The dynamic-range model's weight-quantized layers, each of which its rescue can keep in float."""
+        if self._dynamic_layers is None:
+            from .dynamic_range import DynamicLayers
+
+            self._dynamic_layers = DynamicLayers(self.tflite_dynamic(), self.tflite_fp32())
+        return self._dynamic_layers

@@ -1,0 +1,135 @@
+"""One small object per file format, for what differs between TFLite and ONNX exports: the build of each
+precision, its recipe, how metadata goes in, and what its rescue uses (the per-layer ranker and its measure,
+the other methods it tries, the file a passing try leaves)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgelite.errors import EdgeliteError
+from edgelite.quiet import quiet
+
+from . import bias, onnx_export, tflite
+from .builds import Builds
+
+
+class TFLiteFormat:
+    family = "tflite"
+    # the ranker's measure, by precision: lower is worse for dB, higher for the others (layers.worst_first)
+    report_keys = {"int8": "rmse_scale", "dynamic": "output_sqnr_db"}
+    methods = {"dynamic": ("bias_correction",)}  # what a rescue tries before layers in float, by precision
+
+    def __init__(self, builds: Builds, io_type: str):
+        self.builds, self.io_type = builds, io_type
+
+    def recipe(self, precision: str) -> dict:
+        recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
+        if precision == "int8":
+            recipe.update(activations="int8", calibration_samples=len(self.builds.calib), io=self.io_type)
+        return recipe
+
+    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str = "minmax") -> dict:
+        """Write the bare converted model to `staged`; returns its recipe. `exclude` (layers kept in float) and
+        `method` ("bias_correction" for dynamic range) are a rescue's."""
+        builds, recipe = self.builds, self.recipe(precision)
+        corrected = precision == "int8" or method == "bias_correction"  # dynamic range: a rescue's try
+        if corrected and builds.calib is None:
+            raise EdgeliteError("full int8 and bias correction need calibration images")
+        with quiet():
+            if precision == "dynamic" and exclude:
+                data = builds.dynamic_layers().with_float(exclude)
+            elif precision == "int8":
+                data = tflite.quantize_calibrated(builds.calibrated(), self.io_type, exclude)
+            else:
+                data = builds.tflite(precision)  # made once: fp32 is also int8's bias correction reference
+            if precision == "dynamic" and builds.float_depthwise:
+                recipe["float_depthwise"] = builds.float_depthwise  # layers with float weights (no hybrid kernel)
+            if corrected:
+                data, recipe["bias_correction"] = bias.correct_tflite(data, builds.tflite_fp32(), builds.float_means())
+        staged.write_bytes(data)
+        if exclude:
+            recipe["float_layers"] = list(exclude)
+        return recipe
+
+    def embed(self, staged: Path, meta: dict, extra: dict | None = None) -> None:
+        """Metadata into the converter's bytes (kept beside as .bare, so that it can be embedded again)."""
+        bare = self.unembedded(staged)
+        if not bare.exists():
+            shutil.copyfile(staged, bare)
+        staged.write_bytes(tflite.embed_metadata(bare.read_bytes(), meta, extra))
+
+    def unembedded(self, staged: Path) -> Path:
+        """The file as the converter made it, before any metadata."""
+        return self.builds.tmp / (staged.name + ".bare")
+
+    def built_anew(self, staged: Path) -> None:
+        """`staged` was just built: its old bare copy is stale."""
+        self.unembedded(staged).unlink(missing_ok=True)
+
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        """NHWC float images as this format's model takes them."""
+        return images
+
+    def layer_report(self, precision: str, staged: Path, sample: np.ndarray) -> list[dict]:
+        """The ranker: one row per quantized layer, measured on `sample`."""
+        if precision == "dynamic":
+            from .dynamic_range import tflite_dynamic_layer_report
+
+            return tflite_dynamic_layer_report(self.builds.tflite_dynamic(), self.builds.tflite_fp32(), sample)
+        from .tflite_layer_error import tflite_layer_report
+
+        return tflite_layer_report(self.builds.calibrated(), sample, self.io_type)
+
+
+class OnnxFormat:
+    family = "onnx"
+    report_keys = {"int8": "sqnr_db"}
+    methods = {"int8": ("percentile", "entropy")}  # the TFLite converter calibrates min/max only
+
+    def __init__(self, builds: Builds):
+        self.builds = builds
+
+    def recipe(self, precision: str) -> dict:
+        recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
+        if precision == "int8":
+            recipe.update(activations="uint8", calibration_samples=len(self.builds.calib), io="float32")
+        recipe.update(opset=onnx_export.OPSET, layout="NCHW" if self.builds.nchw else "NHWC")
+        return recipe
+
+    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str = "minmax") -> dict:
+        """Write the bare converted model to `staged`; returns its recipe. `exclude` (nodes kept in float) and
+        `method` (the calibration method) are a rescue's."""
+        recipe = self.recipe(precision)
+        with quiet():
+            if precision == "fp32":
+                shutil.copyfile(self.builds.onnx_fp32(), staged)
+            else:
+                recipe.update(onnx_export.quantize_int8(self.builds.onnx_fp32(), staged, self.builds.calibration_batches,
+                                                        exclude, method))
+        return recipe
+
+    def embed(self, staged: Path, meta: dict, extra: dict | None = None) -> None:
+        onnx_export.embed_metadata(staged, meta, extra)
+
+    def unembedded(self, staged: Path) -> Path:
+        """ONNX metadata is replaced in place: the file itself."""
+        return staged
+
+    def built_anew(self, staged: Path) -> None:
+        pass
+
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        return images.transpose(0, 3, 1, 2) if self.builds.nchw else images
+
+    def layer_report(self, precision: str, staged: Path, sample: np.ndarray) -> list[dict]:
+        from .onnx_layer_error import onnx_layer_report
+
+        return onnx_layer_report(self.builds.onnx_fp32(), staged, sample, "input")
+
+
+def formats(builds: Builds, io_type: str) -> dict:
+    """family -> its format object."""
+    return {"tflite": TFLiteFormat(builds, io_type), "onnx": OnnxFormat(builds)}
