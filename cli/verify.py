@@ -36,7 +36,8 @@ def describe(model, report: dict) -> str:
     return "\n".join([
         f"{model}: agreement with Keras {report['agreement']:.1%} on {report['images']} check images ({gate}) "
         f"-> {'ok' if report['passed'] else 'BELOW THE GATE'}; top-1 {report['top1_agreement']:.1%}, "
-        f"{report['near_ties_flipped']} near-ties (within {report['near_tie']:g}) flipped",
+        f"{report['near_ties_flipped']} near-ties (within {report['near_tie']:g}) flipped"
+        + (f", {report['dead_outputs']} dead outputs (all one value)" if report.get("dead_outputs") else ""),
         f"  max |dp| vs Keras {report['max_abs_diff']:.3f}; vs the exporting machine: same top-1 "
         f"{report['same_top1_as_export']:.1%}, max |dp| {report['max_abs_diff_from_export']:.3f}"
         + ("" if report["pixels_identical"] else "; check images decode differently here"),

@@ -127,7 +127,7 @@ def verify(classifier, min_agreement: float | None = None) -> dict:
     return {
         "model": str(classifier.path),
         **{k: figures[k] for k in ("images", "top1_agreement", "agreement", "near_tie", "near_ties_flipped",
-                                   "max_abs_diff")},
+                                   "dead_outputs", "max_abs_diff")},
         "same_top1_as_export": float(np.mean(scores.argmax(1) == exported.argmax(1))),
         "max_abs_diff_from_export": float(np.abs(scores - exported).max()),
         "pixels_identical": recorded.get("pixels_sha256") in (None, digest(pixels)),

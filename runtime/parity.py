@@ -4,9 +4,15 @@ Top-1 agreement alone punishes near-ties. A weak model (a MobileNet v1 0.25 give
 below 0.5) often ranks two classes within a few points of probability; any rounding, int8 or even
 fp16, flips some of them, and such a flip changes no answer Keras was sure of. So the gate counts a
 differing top-1 as agreeing when Keras itself scored the artifact's choice within `near_tie` of its
-own top-1 (default 0.05 of probability); strict agreement is reported beside it. A broken int8
-kernel is not hidden by this: the saturating u8 x s8 MobileNetV2 (92.0 % strict) is 93.6 % with
-near-ties counted, still under the 95 % gate.
+own top-1 (default 0.05 of probability) and at least UNSURE (half) of it: Keras itself is unsure between
+the two classes. Strict agreement is reported beside it. A broken int8 kernel is not hidden by this: the
+saturating u8 x s8 MobileNetV2 (92.0 % strict) is 93.6 % with near-ties counted, still under the 95 % gate.
+
+Nor is a dead output: a model whose softmax is about 0.001 everywhere (random weights, a weak 1000-class
+model) has every class within 0.05 of its top-1, and its int8 SOFTMAX (output steps of 1/256) printed 1000
+zeros, whose argmax is class 0; the absolute rule alone counted every such flip as a near-tie and passed the
+file at 100 %. Now an image whose artifact output is all one value never agrees (`dead_outputs` counts them),
+and a class Keras scored at under half its top-1 is no near-tie, however small both are.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import numpy as np
 # minimum agreement with Keras (near-ties counted), by precision
 THRESHOLDS = {"fp32": 0.995, "fp16": 0.995, "dynamic": 0.95, "int8": 0.95}
 NEAR_TIE = 0.05  # a differing top-1 that Keras scored within this of its own counts as agreeing
+UNSURE = 0.5  # ... when Keras scored it at least this fraction of its own top-1
 
 
 def parity(reference: np.ndarray, scores: np.ndarray, near_tie: float = NEAR_TIE) -> dict:
@@ -30,19 +37,30 @@ def parity(reference: np.ndarray, scores: np.ndarray, near_tie: float = NEAR_TIE
     kept = np.take_along_axis(scores, ref_top, axis=1) >= kth
     overlap = kept.mean(axis=1)
     diff = np.abs(reference - scores)
-    same = ref_top[:, 0] == art_top[:, 0]
+    dead = scores.max(axis=1) == scores.min(axis=1)  # all one value: the artifact chose nothing
+    same = (ref_top[:, 0] == art_top[:, 0]) & ~dead
     # how far below its own top-1 Keras scored the artifact's top-1
-    gap = reference.max(axis=1) - np.take_along_axis(reference, art_top[:, :1], axis=1)[:, 0]
+    top, chosen = reference.max(axis=1), np.take_along_axis(reference, art_top[:, :1], axis=1)[:, 0]
+    near = ~same & ~dead & (top - chosen <= near_tie) & (chosen >= UNSURE * top)
     return {
         "images": int(reference.shape[0]),
         "top1_agreement": float(np.mean(same)),
-        "agreement": float(np.mean(same | (gap <= near_tie))),
+        "agreement": float(np.mean(same | near)),
         "near_tie": near_tie,
-        "near_ties_flipped": int(np.sum(~same & (gap <= near_tie))),
+        "near_ties_flipped": int(np.sum(near)),
+        "dead_outputs": int(np.sum(dead)),
+        "total_variation": float(np.mean(0.5 * np.abs(reference / reference.sum(axis=1, keepdims=True)
+                                                      - _distribution(scores)).sum(axis=1))),
         "top5_overlap": float(np.mean(overlap)),
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
     }
+
+
+def _distribution(scores: np.ndarray) -> np.ndarray:
+    """Rows as probability distributions (a dead all-zero row: uniform)."""
+    total = scores.sum(axis=1, keepdims=True)
+    return np.where(total > 0, scores / np.where(total > 0, total, 1), 1.0 / scores.shape[1])
 
 
 def min_agreement(precision: str, thresholds: dict | None = None) -> float:

@@ -28,7 +28,8 @@ from .backends import BACKENDS
 from .checkset import cpu_kernels, cpu_name, verify
 from .classifier import Classifier
 from .errors import EdgeliteError, one_line
-from .files import write_json, write_staged
+from .figures import pyplot, write_figure
+from .files import write_json
 from .timing import METHOD, Load, measure, opener, summary
 
 log = logging.getLogger(__name__)
@@ -281,9 +282,13 @@ def _timed(openers: dict, rounds: int, calls: int, rows: list[dict], say: Callab
     def spent(share: float) -> Callable[[int], bool]:
         return lambda number: number >= MIN_ROUNDS and time.monotonic() - start > share * seconds
 
+    def tick(number: int) -> None:
+        bar.update()
+        done.append(number)
+
     with tqdm(total=rounds, desc="rounds", unit="round", disable=say is _silent, leave=False) as bar:
-        per_turn = measure(openers, rounds, calls, drop_after=max(2, rounds // 3), drop=_slower(rows),
-                           tick=lambda n: bar.update() or done.append(n), until=spent(0.6))
+        per_turn = measure(openers, rounds, calls, drop_after=max(2, rounds // 3), drop=_slower(rows), tick=tick,
+                           until=spent(0.6))
     figures = {i: summary(times) for i, times in per_turn.items()}
     best = min(f["slow_ms"] for f in figures.values())
     close = [i for i, f in figures.items() if f["fast_ms"] <= FINAL * best]
@@ -322,9 +327,7 @@ def _digest(path: Path) -> str | None:
 def _plot(record: dict, path: Path) -> None:
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = sorted((r for r in record["table"] if r.get("ms") is not None), key=lambda r: -r["ms"])
     fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.5))
     ms = np.array([r["ms"] for r in rows])
@@ -339,5 +342,5 @@ def _plot(record: dict, path: Path) -> None:
     ax.set_title(f"{m['cpu']} [{' '.join(m['flags'])}], {m['cores']} cores\nchosen ({record['policy']['prefer']}, "
                  f"on its 90th percentile): {label(record['choice'])}", fontsize=9)
     fig.tight_layout()
-    write_staged(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), force=True)
+    write_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -83,3 +83,22 @@ def test_a_flipped_near_tie_counts_as_agreeing_and_nothing_else_does():
     assert p["near_ties_flipped"] == 1 and p["agreement"] == 0.5  # Keras's gap 0.03 <= 0.05; 0.06 and 0.85 are not
     assert parity(ref, art, near_tie=0.0)["agreement"] == 0.25
     assert parity(ref, art, near_tie=0.1)["agreement"] == 0.75
+
+
+def test_a_dead_output_never_agrees_and_a_flat_source_makes_no_near_ties():
+    """A 1000-class model with random weights: Keras's softmax about 0.001 everywhere, the int8 file's all zeros.
+    Every class is within 0.05 of Keras's top-1, yet nothing agrees: the artifact chose nothing."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1, (50, 1000))
+    ref = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    ref[np.arange(50) % 5 == 0, 0] = ref.max() * 2  # class 0 (a dead row's argmax) on top for some images
+    ref /= ref.sum(axis=1, keepdims=True)
+    p = parity(ref, np.zeros_like(ref))
+    assert p["dead_outputs"] == 50 and p["agreement"] == 0.0 and p["top1_agreement"] == 0.0
+    assert p["near_ties_flipped"] == 0 and p["total_variation"] > 0.3
+    # a live but unrelated output: flips among classes Keras scored at under half its top-1 are no near-ties
+    shuffled = ref[:, rng.permutation(1000)]
+    q = parity(ref, shuffled)
+    assert q["dead_outputs"] == 0 and q["agreement"] == pytest.approx(q["top1_agreement"] + q["near_ties_flipped"] / 50)
+    assert q["agreement"] < 0.2
+    assert parity(ref, ref)["agreement"] == 1.0 and parity(ref, ref)["total_variation"] == pytest.approx(0)
