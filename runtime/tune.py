@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .backends import BACKENDS
+from .bundle import check_file
 from .checkset import cpu_kernels, cpu_name, decode, unpack, verify
 from .classifier import Classifier
 from .errors import EdgeliteError, one_line
@@ -122,6 +123,7 @@ def open_choice(bundle_dir: str | Path, say: Callable[[str], None] = log.info) -
         except EdgeliteError as exc:
             say(f"edgelite: the choice is used but not recorded: {exc}")
     choice = record["choice"]
+    check_file(bundle_dir, choice["artifact"])  # the file about to run is the one bundled
     return Choice(bundle_dir / choice["artifact"], choice["backend"], choice["threads"], choice["options"])
 
 
