@@ -11,12 +11,13 @@ import importlib
 import logging
 import sys
 
-from edgelite.errors import guarded
+from edgelite.errors import guarded, terminating_like_ctrl_c
 
 DESCRIPTION = "Keras image classifiers to small devices: convert, run, benchmark, train."
 EXIT_CODES = ("exit codes: 0 all good; 1 some inputs failed, or an artifact is below its gate (convert, verify); "
               "2 usage or input error (a bad flag, file, model or folder); 3 internal error (a bug: "
-              "EDGELITE_DEBUG=1 shows the traceback); 130 interrupted")
+              "EDGELITE_DEBUG=1 shows the traceback); 130 interrupted (143: terminated by SIGTERM, cleaned up "
+              "as on Ctrl-C)")
 COMMANDS = ("demo", "convert", "verify", "inspect", "predict", "serve", "bench", "bundle", "tune", "train")
 
 
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _show_library_messages()
-    return guarded(lambda: args.run(args))
+    with terminating_like_ctrl_c():  # SIGTERM cleans up as Ctrl-C does
+        return guarded(lambda: args.run(args))
 
 
 def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
