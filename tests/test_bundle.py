@@ -11,7 +11,7 @@ from edgelite.bundle import BACKEND_PINS, DEVICE_PINS
 from edgelite.classifier import sidecar_path
 from edgelite.files import find_images
 
-from conftest import run_cli, shared
+from conftest import run_cli, shared, skip_external
 
 
 def test_bundle_holds_the_model_requirements_readme_and_wheel(artifact, tmp_path):
@@ -81,7 +81,7 @@ def test_third_party_flags_travel_as_a_sidecar(tmp_path):
 def test_bundle_classifies_the_same_on_emulated_aarch64(artifact, tmp_path):
     for tool in ("qemu-aarch64-static", "apt-get", "dpkg"):
         if not shutil.which(tool):
-            pytest.skip(f"{tool} is not installed (apt-get install qemu-user-static)")
+            skip_external(f"{tool} is not installed (apt-get install qemu-user-static)")
     from edgelite.benchmarks.aarch64 import prove
 
     photos = shared("data/imagenet-sample")
