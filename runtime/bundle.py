@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from typing import Sequence
 from . import __version__
 from .classifier import Classifier, sidecar_path
 from .errors import EdgeliteError
-from .files import find_artifacts, prepare_out_dir, write_atomic, write_json
+from .files import find_artifacts, prepare_out_dir, read_json, write_atomic, write_json
 
 # Versions checked to publish cp311 linux/aarch64 wheels (manylinux_2_27/2_28, which 64-bit
 # Raspberry Pi OS bookworm's glibc 2.36 accepts) and to classify correctly under emulation
@@ -128,13 +127,7 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     path = Path(bundle_dir) / MANIFEST
     if not path.is_file():
         raise EdgeliteError(f"{bundle_dir} is not a bundle (no {MANIFEST}): make one with edgelite bundle")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EdgeliteError(f"cannot read {path}: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise EdgeliteError(f"{path} is not a JSON object")
-    return manifest
+    return read_json(path)
 
 
 def check_file(bundle_dir: str | Path, name: str) -> Path:

@@ -1,7 +1,6 @@
 """`Classifier`: a model file that configures itself and returns named top-k predictions."""
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -14,6 +13,7 @@ from PIL import Image
 
 from .backends import open_backend
 from .errors import BrokenModel, EdgeliteError
+from .files import read_json
 from .preprocess import PreprocessSpec, from_pixels, quantize, to_input
 from .resolve import geometry, normalisation_fields, pixel_fields, resolve_spec
 
@@ -55,13 +55,7 @@ def read_sidecar(model_path: str | Path) -> dict | None:
     path = sidecar_path(model_path)
     if not path.is_file():
         return None
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EdgeliteError(f"cannot read {path}: {exc}") from None
-    if not isinstance(found, dict):
-        raise EdgeliteError(f"{path} is not a JSON object")
-    return found
+    return read_json(path)
 
 
 def are_probabilities(outputs: np.ndarray, tolerance: float = 0.02) -> bool:

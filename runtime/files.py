@@ -178,5 +178,16 @@ def write_staged(path: Path, stage, force: bool) -> Path:
     return path
 
 
+def read_json(path: Path) -> dict:
+    """A JSON object from a file; one that cannot be read, is not JSON or not an object is one clear error."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EdgeliteError(f"cannot read {path}: {exc}") from None
+    if not isinstance(found, dict):
+        raise EdgeliteError(f"{path} is not a JSON object")
+    return found
+
+
 def write_json(path: str | Path, obj, force: bool = True) -> Path:
     return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", force)
