@@ -11,14 +11,15 @@ import importlib
 import logging
 import sys
 
-from edgelite.errors import EdgeliteError, guarded
+from edgelite.errors import EdgeliteError, guarded, terminating_like_ctrl_c
 
 from .extras import missing_message
 
 DESCRIPTION = "Keras image classifiers to small devices: convert, run, benchmark, train."
 EXIT_CODES = ("exit codes: 0 all good; 1 some inputs failed, or an artifact is below its gate (convert, verify); "
               "2 usage or input error (a bad flag, file, model or folder); 3 internal error (a bug: "
-              "EDGELITE_DEBUG=1 shows the traceback); 130 interrupted")
+              "EDGELITE_DEBUG=1 shows the traceback); 130 interrupted (143: terminated by SIGTERM, cleaned up "
+              "as on Ctrl-C)")
 COMMANDS = ("demo", "convert", "verify", "inspect", "predict", "serve", "bench", "bundle", "tune", "train")
 
 
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _show_library_messages()
-    return guarded(lambda: _run(args, argv[0]))
+    with terminating_like_ctrl_c():  # SIGTERM cleans up as Ctrl-C does
+        return guarded(lambda: _run(args, argv[0]))
 
 
 def _run(args, command: str) -> int | None:

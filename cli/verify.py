@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def add(sub) -> None:
@@ -9,7 +10,8 @@ def add(sub) -> None:
                        description="Run the check set an edgelite artifact carries (images at the model's size and "
                                    "the Keras model's probabilities on them) through this machine's backend and "
                                    "integer kernels. Exit 0 if the top-1 agreement reaches the gate, 1 if not.")
-    p.add_argument("models", nargs="+", help=".tflite or .onnx files made by edgelite convert")
+    p.add_argument("models", nargs="+", help=".tflite or .onnx files made by edgelite convert, or bundle folders "
+                                             "(each artifact checked against the sha256 its bundle.json records)")
     p.add_argument("--min-agreement", type=float, help="the gate (default: the one recorded at export)")
     p.add_argument("--backend", help="force a backend: litert or onnxruntime")
     p.add_argument("--json", action="store_true", help="one JSON object per model")
@@ -21,11 +23,24 @@ def run(args) -> int:
     from edgelite.classifier import Classifier
 
     failed = 0
-    for model in args.models:
+    for model in _artifacts(args.models):
         report = verify(Classifier(model, backend=args.backend), args.min_agreement)
         failed += not report["passed"]
         print(json.dumps(report) if args.json else describe(model, report))
     return 1 if failed else 0
+
+
+def _artifacts(paths: list[str]) -> list:
+    """The models named, a bundle folder standing for its artifacts, each the file its bundle recorded."""
+    from edgelite.bundle import MANIFEST, check_file, read_manifest
+
+    found = []
+    for path in map(Path, paths):
+        if (path / MANIFEST).is_file():
+            found += [check_file(path, entry["file"]) for entry in read_manifest(path).get("artifacts", [])]
+        else:
+            found.append(path)
+    return found
 
 
 def describe(model, report: dict) -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,7 +14,7 @@ from edgelite import checkset
 from edgelite.backends import output_index
 from edgelite.classifier import are_probabilities, scores_from_output
 from edgelite.errors import EdgeliteError
-from edgelite.files import prepare_out_dir
+from edgelite.files import prepare_out_dir, staging_dir
 from edgelite.parity import NEAR_TIE
 from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
 
@@ -105,7 +104,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     if calib is not None:
         document["calibration"] = {"images": len(calibration), "with_mirror_images": mirror}
     artifacts = []
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".convert-") as tmp:
+    with staging_dir(out_dir, ".convert-") as tmp:
         exporter = Exporter(Builds(model, Path(tmp), calib, nchw), io_type=io_type, out_dir=out_dir,
                             stem=Path(source["file"]).stem, checks=CheckData(checks, reference, check_set),
                             document=document, gate=Gate(thresholds, near_tie, rescue), force=force)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import int8, tflite_format
-from .errors import EdgeliteError, one_line
+from .errors import BrokenModel, EdgeliteError, one_line
 from .quiet import quiet
 
 METADATA_KEY = "edgelite"
@@ -89,20 +89,32 @@ class LiteRTBackend:
         self._out_index, self.output = self._outputs[index]["index"], _tflite_info(self._outputs[index])
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        if x.shape != self._shape:
-            self.interpreter.resize_tensor_input(self._in_index, x.shape)
-            self.interpreter.allocate_tensors()
-            self._shape = x.shape
-        self.interpreter.set_tensor(self._in_index, x)
-        self.interpreter.invoke()
+        try:
+            if x.shape != self._shape:
+                self.interpreter.resize_tensor_input(self._in_index, x.shape)
+                self.interpreter.allocate_tensors()
+                self._shape = x.shape
+            self.interpreter.set_tensor(self._in_index, x)
+            self.interpreter.invoke()
+        except RuntimeError as exc:  # e.g. "Input tensor 86 lacks data": a damaged file the loader accepted
+            raise BrokenModel(f"{self.path}: the model fails to run ({one_line(exc)})") from None
         return self.interpreter.get_tensor(self._out_index)
 
     def metadata(self) -> dict | None:
-        raw = tflite_format.entry(self.path, METADATA_KEY)
-        return json.loads(raw) if raw else None
+        return document(self.path, self._entry(METADATA_KEY))
 
     def check_set(self) -> bytes | None:
-        return tflite_format.entry(self.path, CHECK_KEY)
+        return self._entry(CHECK_KEY)
+
+    def _entry(self, key: str) -> bytes | None:
+        """A named metadata entry's bytes; a flatbuffer the interpreter took but whose entries cannot be
+        walked is one clear error."""
+        try:
+            return tflite_format.entry(self.path, key)
+        except EdgeliteError:
+            raise
+        except Exception as exc:  # a damaged flatbuffer fails in many ways (struct.error, IndexError, ...)
+            raise EdgeliteError(f"{self.path}: unreadable metadata entry {key!r} ({one_line(exc)})") from None
 
     def standard_metadata(self, labels: bool = True) -> dict | None:
         """Standard TFLite Metadata (labels, normalisation, colour space), as Model Maker, TF Hub,
@@ -199,20 +211,47 @@ class OnnxBackend:
         self.output = TensorInfo(_onnx_shape(chosen.shape), np.dtype(self._dtypes.get(chosen.type, np.float32)))
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self._out_name], {self._in_name: x})[0]
+        try:
+            return self.session.run([self._out_name], {self._in_name: x})[0]
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BrokenModel(f"{self.path}: the model fails to run ({one_line(exc)})") from None
 
     def metadata(self) -> dict | None:
-        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        return json.loads(raw) if raw else None
+        return document(self.path, self._entry(METADATA_KEY))
 
     def standard_metadata(self, labels: bool = True) -> None:
         return None  # standard TFLite Metadata is a TFLite thing
 
     def check_set(self) -> bytes | None:
         import base64
+        import binascii
 
-        raw = self.session.get_modelmeta().custom_metadata_map.get(CHECK_KEY)
-        return base64.b64decode(raw) if raw else None
+        raw = self._entry(CHECK_KEY)
+        try:
+            return base64.b64decode(raw, validate=True) if raw else None
+        except (binascii.Error, ValueError) as exc:
+            raise EdgeliteError(f"{self.path}: unreadable metadata entry {CHECK_KEY!r} ({one_line(exc)})") from None
+
+    def _entry(self, key: str) -> str | None:
+        """A metadata_props value; one that is not UTF-8 (a damaged file onnxruntime loaded) is one clear error."""
+        try:
+            return self.session.get_modelmeta().custom_metadata_map.get(key)
+        except UnicodeDecodeError as exc:
+            raise EdgeliteError(f"{self.path}: unreadable metadata ({one_line(exc)})") from None
+
+
+def document(path: Path, raw: bytes | str | None) -> dict | None:
+    """edgelite's JSON document from a model's metadata entry (None: it carries none); a damaged one is one
+    clear error."""
+    if not raw:
+        return None
+    try:
+        found = json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise EdgeliteError(f"{path}: unreadable {METADATA_KEY} metadata ({one_line(exc)})") from None
+    if not isinstance(found, dict):
+        raise EdgeliteError(f"{path}: {METADATA_KEY} metadata is not a JSON object")
+    return found
 
 
 def _checked(backend, options: dict | None) -> dict:

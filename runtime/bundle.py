@@ -1,6 +1,7 @@
 """`edgelite bundle`: one folder to copy to the device, with the artifacts that passed and what installs them."""
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from typing import Sequence
 from . import __version__
 from .classifier import Classifier, sidecar_path
 from .errors import EdgeliteError
-from .files import find_artifacts, prepare_out_dir, write_atomic, write_json
+from .files import find_artifacts, prepare_out_dir, read_json, write_atomic, write_json
 
 # Versions checked to publish cp311 linux/aarch64 wheels (manylinux_2_27/2_28, which 64-bit
 # Raspberry Pi OS bookworm's glibc 2.36 accepts) and to classify correctly under emulation
@@ -106,11 +107,48 @@ def bundle(artifacts: str | Path | Sequence[str | Path], out: str | Path, labels
                     "run pip from this folder", requirement, *(f"{name}=={version}" for name, version in pins.items())]
     files["requirements"] = write_atomic(out / "requirements.txt", "\n".join(requirements) + "\n", force)
     files["readme"] = write_atomic(out / "README.md", _readme(entries, kept[0][1]), force)
+    bundled = [p for v in files.values() for p in (v if isinstance(v, list) else [v])]
     manifest = {"schema": 1, "edgelite": __version__, "artifacts": entries, "excluded": excluded,
-                "backends": backends, "requirements": requirements[1:]}
+                "backends": backends, "requirements": requirements[1:],
+                "sha256": {path.name: sha256(path) for path in sorted(bundled)}}
     files["manifest"] = write_json(out / MANIFEST, manifest, force)
     written = {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in files.items() if v}
     return {**written, "excluded": excluded}
+
+
+def sha256(path: Path) -> str:
+    """A file's sha256, read in chunks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def read_manifest(bundle_dir: str | Path) -> dict:
+    """A bundle's bundle.json."""
+    path = Path(bundle_dir) / MANIFEST
+    if not path.is_file():
+        raise EdgeliteError(f"{bundle_dir} is not a bundle (no {MANIFEST}): make one with edgelite bundle")
+    return read_json(path)
+
+
+def check_file(bundle_dir: str | Path, name: str) -> Path:
+    """The bundle's file `name`, checked (with its metadata sidecar) against the sha256 bundle.json records:
+    a file that changed since the bundle was made (a bad copy, a damaged card) is one clear error naming it,
+    before anything runs it. Bundles made before digests were recorded are taken as they are."""
+    bundle_dir = Path(bundle_dir)
+    recorded = read_manifest(bundle_dir).get("sha256") or {}
+    for file in (name, sidecar_path(name).name):
+        expected = recorded.get(file)
+        if expected is None:
+            continue
+        path = bundle_dir / file
+        try:
+            found = sha256(path)
+        except OSError as exc:
+            raise EdgeliteError(f"{path}: cannot read it ({exc.strerror or exc}): copy the bundle again") from None
+        if found != expected:
+            raise EdgeliteError(f"{path} changed since the bundle was made (sha256 {found[:12]}..., {MANIFEST} "
+                                f"records {expected[:12]}...): copy the bundle again")
+    return bundle_dir / name
 
 
 def _below_gate(parity: dict) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import EdgeliteError
+from .errors import EdgeliteError, one_line
 from .parity import NEAR_TIE, parity
 
 CHECK_IMAGES = 24
@@ -85,8 +85,11 @@ def encode(pixels: list[np.ndarray]) -> tuple[list[bytes], list[np.ndarray]]:
 
 def decode(blob: bytes) -> np.ndarray:
     """A check image's pixels: [H, W, 3], or [H, W, 1] for a grayscale model's."""
-    image = Image.open(io.BytesIO(blob))
-    return np.asarray(image)[..., None] if image.mode == "L" else np.asarray(image.convert("RGB"))
+    try:
+        image = Image.open(io.BytesIO(blob))
+        return np.asarray(image)[..., None] if image.mode == "L" else np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for a damaged image
+        raise EdgeliteError(f"a check image is unreadable ({one_line(exc)}): the artifact is damaged") from None
 
 
 def digest(pixels: list[np.ndarray]) -> str:
@@ -105,11 +108,16 @@ def pack(blobs: list[bytes], reference: np.ndarray, exported: np.ndarray) -> byt
 
 
 def unpack(payload: bytes) -> tuple[list[bytes], np.ndarray, np.ndarray]:
-    with np.load(io.BytesIO(payload)) as data:
-        raw, sizes = data["jpeg"].tobytes(), data["sizes"]
-        ends = np.cumsum(sizes)
-        blobs = [raw[end - size:end] for size, end in zip(sizes, ends)]
-        return blobs, data["reference"], data["exported"]
+    """The check set's JPEG blobs, Keras' probabilities and the exporting machine's; a damaged payload is one
+    clear error."""
+    try:
+        with np.load(io.BytesIO(payload)) as data:
+            raw, sizes = data["jpeg"].tobytes(), data["sizes"]
+            ends = np.cumsum(sizes)
+            blobs = [raw[end - size:end] for size, end in zip(sizes, ends)]
+            return blobs, data["reference"], data["exported"]
+    except Exception as exc:  # noqa: BLE001  zipfile, numpy's format and pickle guard fail in many ways
+        raise EdgeliteError(f"the check set is unreadable ({one_line(exc)}): the artifact is damaged") from None
 
 
 def verify(classifier, min_agreement: float | None = None) -> dict:

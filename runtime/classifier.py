@@ -1,7 +1,6 @@
 """`Classifier`: a model file that configures itself and returns named top-k predictions."""
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -13,7 +12,8 @@ import numpy as np
 from PIL import Image
 
 from .backends import open_backend
-from .errors import EdgeliteError
+from .errors import BrokenModel, EdgeliteError
+from .files import read_json
 from .preprocess import PreprocessSpec, from_pixels, quantize, to_input
 from .resolve import geometry, normalisation_fields, pixel_fields, resolve_spec
 
@@ -60,10 +60,7 @@ def read_sidecar(model_path: str | Path) -> dict | None:
     path = sidecar_path(model_path)
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EdgeliteError(f"cannot read {path}: {exc}") from None
+    return read_json(path)
 
 
 def are_probabilities(outputs: np.ndarray, tolerance: float = 0.02) -> bool:
@@ -237,6 +234,8 @@ class Classifier:
         def predict(item) -> Result:
             try:
                 return Result(item, self.top_k(self._scores(self.prepare(item), self._singles)[0], top_k))
+            except BrokenModel:
+                raise  # not the item's fault: it ends the run
             except EdgeliteError as exc:
                 return Result(item, None, str(exc))
 
@@ -250,8 +249,10 @@ class Classifier:
                 yield window.popleft().result()
 
     def predict_safely(self, item, top_k: int = 5) -> Result:
-        """predict() that reports a bad item in its Result instead of raising."""
+        """predict() that reports a bad item in its Result instead of raising (a BrokenModel is raised)."""
         try:
             return Result(item, self.predict(item, top_k))
+        except BrokenModel:
+            raise
         except EdgeliteError as exc:
             return Result(item, None, str(exc))

@@ -76,16 +76,21 @@ def as_uint8(path: Path) -> tuple[bytes, int] | tuple[None, int]:
     except OSError as exc:
         raise EdgeliteError(f"{path}: cannot read ({one_line(exc)})") from None
     try:
-        graph = next((s, e) for f, _, s, e in _fields(data, 0, len(data)) if f == GRAPH)
-        nodes, inits = [], {}
-        for field, _, start, end in _fields(data, *graph):
-            if field == NODE:
-                nodes.append(_node(data, start, end))
-            elif field == INITIALIZER:
-                inits[_name(data, start, end)] = (start, end)
-        int8 = {name for name, span in inits.items() if _type(data, *span) == INT8}
-    except (StopIteration, IndexError, ValueError):
+        return _as_uint8(data)
+    except (StopIteration, IndexError, ValueError, OverflowError):  # a damaged wire format, wherever it lies
         raise EdgeliteError(f"{path}: not a valid ONNX model (unreadable protobuf)") from None
+
+
+def _as_uint8(data: bytes) -> tuple[bytes, int] | tuple[None, int]:
+    """as_uint8 on the file's bytes (raises IndexError, ValueError, ... where the wire format is damaged)."""
+    graph = next((s, e) for f, _, s, e in _fields(data, 0, len(data)) if f == GRAPH)
+    nodes, inits = [], {}
+    for field, _, start, end in _fields(data, *graph):
+        if field == NODE:
+            nodes.append(_node(data, start, end))
+        elif field == INITIALIZER:
+            inits[_name(data, start, end)] = (start, end)
+    int8 = {name for name, span in inits.items() if _type(data, *span) == INT8}
     users = defaultdict(list)
     for op, inputs in nodes:
         for index, name in enumerate(inputs):

@@ -41,7 +41,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from .errors import EdgeliteError, one_line
+from .errors import BrokenModel, EdgeliteError, one_line
 from .http_request import RequestError, image_error, image_from_multipart, parse_top_k
 from .page import PAGE
 
@@ -160,6 +160,8 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.slots:
             try:
                 predictions = classifier.predict(body, top_k)
+            except BrokenModel:
+                raise  # the model's fault, not the upload's: a 500
             except EdgeliteError as exc:
                 raise image_error(exc) from None
         answer = {"predictions": [p._asdict() for p in predictions], "model": classifier.path.name,

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends import BACKENDS
+from .bundle import MANIFEST, check_file, read_manifest
 from .checkset import cpu_kernels, cpu_name, verify
 from .classifier import Classifier
 from .errors import EdgeliteError, one_line
@@ -33,7 +34,7 @@ from .files import write_json
 from .timing import METHOD, Load, measure, opener, summary
 
 log = logging.getLogger(__name__)
-MANIFEST, RECORD, PLOT = "bundle.json", "tune.json", "tune.png"
+RECORD, PLOT = "tune.json", "tune.png"
 PREFER = ("fastest", "smallest", "accurate")
 PACKAGES = ("edgelite", "numpy", "pillow", "ai-edge-litert", "tflite-runtime", "onnxruntime")
 SCHEMA = 2  # tune.json's layout: 2 = figures of settings timed alone (ms, fast_ms, slow_ms over turns)
@@ -88,16 +89,6 @@ def is_bundle(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def read_manifest(bundle_dir: str | Path) -> dict:
-    path = Path(bundle_dir) / MANIFEST
-    if not path.is_file():
-        raise EdgeliteError(f"{bundle_dir} is not a bundle (no {MANIFEST}): make one with edgelite bundle")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EdgeliteError(f"cannot read {path}: {exc}") from None
-
-
 def read_record(bundle_dir: str | Path) -> dict | None:
     """The recorded choice (tune.json), or None when there is none or it cannot be read."""
     try:
@@ -135,6 +126,7 @@ def open_choice(bundle_dir: str | Path, say: Callable[[str], None] = log.info) -
         except EdgeliteError as exc:
             say(f"edgelite: the choice is used but not recorded: {exc}")
     choice = record["choice"]
+    check_file(bundle_dir, choice["artifact"])  # the file about to run is the one bundled
     return Choice(bundle_dir / choice["artifact"], choice["backend"], choice["threads"], choice["options"])
 
 
@@ -164,6 +156,7 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
             try:
                 if key not in checked:
                     say(f"verifying {entry['file']} ({entry['backend']}{_options(options)})")
+                    check_file(bundle_dir, entry["file"])  # the bytes that were bundled, or one line saying not
                     clf = Classifier(path, threads=t, options=options)
                     checked[key] = {**_verified(clf), "threads": t, "runs_as": clf.backend.version}
                     del clf  # released: only the setting being timed is ever loaded

@@ -16,11 +16,58 @@ from edgelite.benchmarks.shared_data import shared_dir  # $EDGELITE_SHARED, else
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SHARED_ABSENT = "shared data not available: "
+# What a test may need that edgelite's extras do not install: with EDGELITE_REQUIRE_ALL=1 (.ci/run) a skip for any
+# other reason fails the run, and one for missing shared data too when the shared folder exists.
+EXTERNAL = "outside edgelite's extras: "
+
+
 def shared(relative: str) -> Path:
     path = shared_dir() / relative
     if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
+        pytest.skip(f"{SHARED_ABSENT}{path}")
     return path
+
+
+def skip_external(what: str):
+    """Skip for something no extra of edgelite installs (a system tool, a browser)."""
+    pytest.skip(EXTERNAL + what)
+
+
+def allowed_skip(reason: str) -> bool:
+    """Whether a skip is one CI accepts: something outside edgelite's extras, or shared data when there is none."""
+    return reason.startswith(EXTERNAL) or (reason.startswith(SHARED_ABSENT) and not shared_dir().is_dir())
+
+
+_unexpected_skips: list[str] = []
+
+
+def _note_skip(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail") and isinstance(report.longrepr, tuple):
+        reason = report.longrepr[2].removeprefix("Skipped: ")
+        if not allowed_skip(reason):
+            _unexpected_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_collectreport(report):
+    _note_skip(report)  # a module skipped whole (importorskip at its top)
+
+
+def pytest_runtest_logreport(report):
+    _note_skip(report)
+
+
+def pytest_sessionfinish(session):
+    if os.environ.get("EDGELITE_REQUIRE_ALL") == "1" and _unexpected_skips and session.exitstatus in (0, 5):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if os.environ.get("EDGELITE_REQUIRE_ALL") == "1" and _unexpected_skips:
+        terminalreporter.section("skips that EDGELITE_REQUIRE_ALL=1 does not allow", red=True)
+        terminalreporter.line("these need only the shared data and edgelite's own extras (pip install -e '.[dev]'):")
+        for line in _unexpected_skips:
+            terminalreporter.line(f"  {line}")
 
 
 # Every child process a test starts runs under this prefix: EDGELITE_TEST_EMULATOR="qemu-x86_64-static -cpu

@@ -1,4 +1,5 @@
 """`edgelite bundle` and the proof that a bundle runs on linux/aarch64."""
+import hashlib
 import json
 import shutil
 import zipfile
@@ -7,8 +8,10 @@ import pytest
 
 from edgelite import Classifier
 from edgelite.bundle import BACKEND_PINS, DEVICE_PINS
+from edgelite.classifier import sidecar_path
+from edgelite.files import find_images
 
-from conftest import run_cli, shared
+from conftest import run_cli, shared, skip_external
 
 
 def test_bundle_holds_the_model_requirements_readme_and_wheel(artifact, tmp_path):
@@ -31,6 +34,28 @@ def test_bundle_holds_the_model_requirements_readme_and_wheel(artifact, tmp_path
     assert Classifier(out / "model_int8.tflite").metadata["format"] == "tflite-int8"
     again = run_cli("bundle", artifact["tflite-int8"], "--out", out)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_bundle_records_each_files_sha256_and_the_device_refuses_a_changed_one(artifact, digits, tmp_path):
+    out = tmp_path / "b"
+    assert run_cli("bundle", artifact["tflite-int8"], artifact["onnx-int8"], "--out", out, "--no-wheel").returncode == 0
+    recorded = json.loads((out / "bundle.json").read_text())["sha256"]
+    assert sorted(recorded) == sorted(p.name for p in out.iterdir() if p.name != "bundle.json")
+    assert all(digest == hashlib.sha256((out / name).read_bytes()).hexdigest() for name, digest in recorded.items())
+    photo = find_images([digits])[0]
+    assert run_cli("tune", out, "--runs", "2", "--threads", "1").returncode == 0
+    assert run_cli("predict", out, photo).returncode == 0 and run_cli("verify", out).returncode == 0
+    chosen = out / json.loads((out / "tune.json").read_text())["choice"]["artifact"]
+    for changed in (chosen, sidecar_path(chosen)):  # the file about to run, and what says how to run it
+        original = changed.read_bytes()
+        changed.write_bytes(original[:-100] + bytes([original[-100] ^ 1]) + original[-99:])
+        for command in ("predict", "verify"):
+            done = run_cli(command, out, photo) if command == "predict" else run_cli(command, out)
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            assert done.returncode == 2 and len(lines) == 1, done.stderr
+            assert f"{changed} changed since the bundle was made" in lines[0]
+        changed.write_bytes(original)
+    assert run_cli("predict", out, photo).returncode == 0
 
 
 def test_onnx_bundle_pins_onnxruntime(artifact, tmp_path):
@@ -56,7 +81,7 @@ def test_third_party_flags_travel_as_a_sidecar(tmp_path):
 def test_bundle_classifies_the_same_on_emulated_aarch64(artifact, tmp_path):
     for tool in ("qemu-aarch64-static", "apt-get", "dpkg"):
         if not shutil.which(tool):
-            pytest.skip(f"{tool} is not installed (apt-get install qemu-user-static)")
+            skip_external(f"{tool} is not installed (apt-get install qemu-user-static)")
     from edgelite.benchmarks.aarch64 import prove
 
     photos = shared("data/imagenet-sample")

@@ -1,8 +1,11 @@
 import json
+import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import run_cli, shared
+from conftest import python_command, run_cli, shared
 
 COMMANDS = ["demo", "convert", "verify", "inspect", "predict", "serve", "bench", "bundle", "tune", "train"]
 
@@ -92,6 +95,39 @@ def test_convert_cli_writes_and_refuses_to_overwrite(trained, digits, tmp_path):
     again = run_cli(*args)
     assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
     assert run_cli(*args, "--force").returncode == 0
+
+
+def _convert_stopped(args: list, signum: int, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`edgelite convert ARGS` in a child process, sent `signum` as soon as its staging folder exists."""
+    out = args[args.index("--out") + 1]
+    proc = subprocess.Popen(python_command("-m", "edgelite.cli", *args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not list(out.glob(".convert-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"convert ended before it was stopped: {proc.communicate()[1][-2000:]}"
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_sigterm_cleans_up_like_ctrl_c_and_a_later_run_clears_what_a_killed_one_left(trained, digits, tmp_path):
+    out = tmp_path / "out"
+    args = ["convert", trained.model_path, "--calib", digits / "1", "--check", digits / "7", "--out", out,
+            "--formats", "tflite-int8", "onnx-int8", "tflite-fp32", "--calib-count", "20"]
+    done = _convert_stopped(args, signal.SIGTERM)
+    assert done.returncode == 143 and done.stderr.strip().endswith("edgelite: terminated"), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not list(out.glob(".convert-*"))
+    killed = _convert_stopped([*args, "--force"], signal.SIGKILL)  # no clean-up possible: the staging stays
+    assert killed.returncode == -signal.SIGKILL and list(out.glob(".convert-*"))
+    again = run_cli(*args[:-5], "tflite-fp32", "--calib-count", "20", "--force")
+    assert again.returncode == 0, again.stderr
+    assert "removed 1 staging folder(s) left by an earlier run that was killed" in again.stderr
+    assert not list(out.glob(".*"))
 
 
 def test_convert_cli_empty_calibration_folder(trained, tmp_path):

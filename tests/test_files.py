@@ -4,7 +4,7 @@ import pytest
 
 from edgelite import EdgeliteError
 from edgelite.convert.samples import split
-from edgelite.files import find_images, prepare_out_dir, write_atomic
+from edgelite.files import clear_stale_staging, find_images, prepare_out_dir, staging_dir, write_atomic
 from edgelite.train.datasets import class_folders
 
 
@@ -53,6 +53,19 @@ def test_out_dir_is_not_overwritten_without_force(tmp_path):
         prepare_out_dir(out, force=False)
     assert prepare_out_dir(out, force=True) == out
     assert (out / "result.json").exists()
+
+
+def test_staging_left_by_a_killed_run_is_cleared_and_a_live_runs_kept(tmp_path):
+    out = tmp_path / "out"
+    touch(out / ".convert-killed" / "sub" / "model.onnx")  # no process holds it
+    assert prepare_out_dir(out, force=False) == out  # staging alone: the folder counts as empty
+    assert list(out.iterdir()) == []
+    with staging_dir(out, ".convert-") as live:  # held by this run while it lives
+        touch(live / "model.tflite")
+        touch(out / ".convert-killed" / "model.tflite")
+        assert clear_stale_staging(out) == [out / ".convert-killed"]
+        assert (live / "model.tflite").exists()
+    assert list(out.iterdir()) == []
 
 
 def test_unwritable_out_dir_is_a_clear_error(tmp_path):

@@ -16,6 +16,8 @@ ort = pytest.importorskip("onnxruntime")
 from edgelite import int8  # noqa: E402
 from edgelite.backends import OnnxBackend  # noqa: E402
 
+from conftest import EXTERNAL  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def qdq(tmp_path_factory):
@@ -209,7 +211,7 @@ print(json.dumps({"saturates": int8.saturates(), "version": b.version,
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64" or not shutil.which("qemu-x86_64-static"),
-                    reason="needs x86_64 and qemu-x86_64-static (Debian's qemu-user-static)")
+                    reason=EXTERNAL + "needs x86_64 and qemu-x86_64-static (Debian's qemu-user-static)")
 def test_avx2_without_vnni_gives_the_same_outputs_as_this_cpu(qdq, tmp_path):
     """Under `qemu-x86_64-static -cpu Haswell` onnxruntime takes its AVX2 (VPMADDUBSW) kernels: the probe
     must see the saturation and the backend must then give this machine's outputs."""

@@ -25,7 +25,7 @@ from PIL import Image
 from edgelite import Classifier
 from edgelite.serve import ClassifierServer
 
-from conftest import python_command
+from conftest import python_command, skip_external
 
 MAX_BYTES = 300_000
 
@@ -309,7 +309,7 @@ def test_page_in_a_headless_browser(server, clf, digits, tmp_path):
     pytest.importorskip("playwright", reason="playwright is not installed")
     executable = chromium()
     if executable is None:
-        pytest.skip("no Chromium executable (system chromium or `playwright install chromium`)")
+        skip_external("no Chromium executable (system chromium or `playwright install chromium`)")
     from playwright.sync_api import sync_playwright
 
     photo = tmp_path / "seven.png"

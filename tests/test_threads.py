@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -42,6 +43,7 @@ def test_predict_batch_equals_a_loop_in_order_and_reports_bad_items(artifact, di
 
 
 def test_quiet_leaves_other_threads_output_alone(capfd):
+    """Another thread writes to stderr while quiet() is entered and left: every line it wrote arrives."""
     stop = threading.Event()
     written = []
 
@@ -52,17 +54,24 @@ def test_quiet_leaves_other_threads_output_alone(capfd):
             written.append(n)
             n += 1
 
+    def wrote_more_than(count: int) -> bool:
+        deadline = time.monotonic() + 10
+        while len(written) <= count and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return len(written) > count
+
     thread = threading.Thread(target=chatter)
     thread.start()
     try:
         for _ in range(20):
             with quiet():
                 os.write(2, b"")
+                assert wrote_more_than(len(written))  # the other thread wrote while quiet() was in force
     finally:
         stop.set()
         thread.join()
     lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("line ")]
-    assert len(lines) == len(written)
+    assert len(written) >= 20 and len(lines) == len(written)
 
 
 def test_quiet_silences_when_alone():
