@@ -1,6 +1,7 @@
 """`edgelite bench`: every artifact against the Keras reference, on one machine and one dataset.
 
-Latency (batch 1 by default; warm-up, then timed runs; a threads sweep), cold start and peak
+Latency (batch 1 by default; every artifact x threads setting timed as it will run, alone, in alternating
+rounds of turns: edgelite.timing, the method tune uses), cold start and peak
 memory in fresh processes, file size, accuracy on a labeled folder and agreement with Keras.
 Without TensorFlow (on the device) the Keras rows are left out and agreement is measured on
 the check set each artifact carries (`edgelite verify`), on this machine's kernels.
@@ -29,9 +30,9 @@ from .coldstart import artifact_command, keras_command, measure_processes
 from .latency import keras_call
 
 def environment() -> dict:
-    """The machine and the versions that produced the figures: what tune records (edgelite.tune.machine), the
+    """The machine and the versions that produced the figures: what tune records (edgelite.machine.machine), the
     int8 kernels' behaviour, and TensorFlow where this run used it."""
-    from edgelite.tune import machine
+    from edgelite.machine import machine
 
     here = machine()
     versions = {"python": here["python"], **here["packages"]}

@@ -24,7 +24,8 @@ from edgelite.classifier import Classifier
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import write_json
 from edgelite.timing import in_rounds, medians, start_workers, summary
-from edgelite.tune import label, machine, read_record
+from edgelite.machine import machine
+from edgelite.tune import label, read_record
 
 
 def check(bundle: Path, rounds: int = 10, calls: int = 10, tolerance: float = 0.10,

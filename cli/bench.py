@@ -22,8 +22,9 @@ def add(sub) -> None:
     p.add_argument("--reference", dest="keras", help=argparse.SUPPRESS)  # its name until 0.2: kept for one release
     p.add_argument("--data", help="labeled images: class sub-folders, or <wnid>_*.JPEG with wnids.txt")
     p.add_argument("--out", help="folder for results.json/.csv/.md/.png")
-    p.add_argument("--runs", type=int, default=100, help="timed runs per measurement (default 100)")
-    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=100,
+                   help="timed calls per setting (default 100), spread over up to 5 rounds of turns (edgelite.timing)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up calls at the start of each turn (default 10)")
     p.add_argument("--threads", type=int, nargs="+", help="thread counts (default: sweep 1..cores)")
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
     p.add_argument("--limit", type=int, help="use at most this many labeled images")

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,17 +25,17 @@ from tqdm import tqdm
 
 from .backends import BACKENDS
 from .bundle import MANIFEST, check_file, read_manifest
-from .checkset import cpu_kernels, cpu_name, verify
+from .checkset import verify
 from .classifier import Classifier
 from .errors import EdgeliteError, one_line
 from .figures import pyplot, write_figure
 from .files import write_json
+from .machine import changed, machine
 from .timing import METHOD, Load, measure, opener, summary
 
 log = logging.getLogger(__name__)
 RECORD, PLOT = "tune.json", "tune.png"
 PREFER = ("fastest", "smallest", "accurate")
-PACKAGES = ("edgelite", "numpy", "pillow", "ai-edge-litert", "tflite-runtime", "onnxruntime")
 SCHEMA = 2  # tune.json's layout: 2 = figures of settings timed alone (ms, fast_ms, slow_ms over turns)
 ROUNDS, CALLS = 8, 10  # rounds of one turn per setting, timed calls per turn
 SECONDS, MIN_ROUNDS = 60.0, 4  # the timing's budget (a device with many settings runs fewer rounds, never < 4)
@@ -55,33 +54,6 @@ class Choice(NamedTuple):
     backend: str
     threads: int
     options: dict
-
-
-def machine() -> dict:
-    """What a choice depends on: the CPU, its SIMD flags, the cores, Python and the package versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return {"cpu": cpu_name(), **cpu_kernels(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "packages": packages}
-
-
-def changed(recorded: dict, here: dict) -> str | None:
-    """Why a choice made on `recorded` may not hold `here` (None: same CPU, cores and packages)."""
-    def cpu(m: dict) -> str:
-        return f"{m.get('cpu')} [{' '.join(m.get('flags', []))}], {m.get('cores')} cores"
-
-    if cpu(recorded) != cpu(here) or recorded.get("machine") != here["machine"]:
-        return f"recorded on {cpu(recorded)}, this is {cpu(here)}"
-    old, new = {**recorded.get("packages", {}), "python": recorded.get("python")}, {**here["packages"],
-                                                                                   "python": here["python"]}
-    moved = [f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return f"packages changed ({', '.join(moved)})" if moved else None
 
 
 def is_bundle(path: str | Path) -> bool:
