@@ -85,7 +85,7 @@ def prove(model: Path, work: Path, images: list[Path] | None = None, labels=None
     if not qemu:
         raise EdgeliteError("qemu-aarch64-static is missing: apt-get install qemu-user-static")
     if images is None:
-        from .runtime_speed import DEFAULT_IMAGES
+        from .shared_data import DEFAULT_IMAGES
 
         images = sorted(DEFAULT_IMAGES.glob("*.JPEG"))[::50][:5]
     work.mkdir(parents=True, exist_ok=True)

@@ -35,11 +35,8 @@ from .coldstart import ARTIFACT_CODE, artifact_command, measure_processes
 from edgelite.timing import measure, summary
 
 from .latency import per_item_ms
-from .shared_data import SHARED
+from .shared_data import DEFAULT_IMAGES, DEFAULT_LABELS, DEFAULT_MODEL
 
-DEFAULT_MODEL = SHARED / "data/third-party-models/mobilenet_v2_1.0_224_quant.tflite"
-DEFAULT_LABELS = SHARED / "data/third-party-models/imagenet_labels.txt"
-DEFAULT_IMAGES = SHARED / "data/imagenet-sample"
 
 BARE_SCRIPT = """\
 import sys

@@ -11,3 +11,7 @@ def shared_dir() -> Path:
 
 
 SHARED = shared_dir()
+# what the measuring programs use when given nothing: Google's uint8 MobileNetV2, its labels, the sample photos
+DEFAULT_MODEL = SHARED / "data/third-party-models/mobilenet_v2_1.0_224_quant.tflite"
+DEFAULT_LABELS = SHARED / "data/third-party-models/imagenet_labels.txt"
+DEFAULT_IMAGES = SHARED / "data/imagenet-sample"

@@ -22,7 +22,7 @@ from edgelite.labeled import labeled_images
 
 from . import report
 from .bench import bench_conversion, environment
-from .runtime_speed import DEFAULT_MODEL
+from .shared_data import DEFAULT_MODEL
 from .shared_data import SHARED
 
 

@@ -68,6 +68,20 @@ def test_packages_import_only_down_the_arrows():
     assert into_benchmarks == []
 
 
+def test_nothing_imports_a_measuring_program_but_the_suite_that_runs_them():
+    """benchmarks/ holds the library behind `edgelite bench`/`demo` and standalone measuring programs (the modules
+    run with `python -m`): only the suite, which runs the others, may import one, so a program's figures never
+    become a dependency of the code they measure."""
+    modules = imports.all_modules()
+    programs = {name for name, path in modules.items()
+                if imports.package_of(name) == "edgelite.benchmarks" and '__name__ == "__main__"' in path.read_text()}
+    assert "edgelite.benchmarks.tune_check" in programs and "edgelite.benchmarks.bench" not in programs
+    edges = imports.graph(modules)
+    into = sorted(f"{a} -> {b}" for a, targets in edges.items() for b in targets
+                  if b in programs and a != "edgelite.benchmarks.suite")
+    assert into == []
+
+
 def test_no_module_import_cycle():
     assert imports.cycle(imports.graph(imports.all_modules())) is None
 
