@@ -28,11 +28,11 @@ def shifted(bias_q: np.ndarray, scale: np.ndarray, error: np.ndarray) -> np.ndar
 
 
 def correct_onnx(prepared: Path, quantized: Path, calibration: Callable[[], Iterable[np.ndarray]],
-                 images: int = 32) -> int:
+                 images: int = 32) -> tuple[int, dict]:
     """Correct, in place, the int32 bias of each Conv of an onnxruntime QDQ model, in graph order: the
     mean of its output over `images` calibration images, computed with the quantized model (already
     corrected upstream), is brought to the float model's. `prepared` is the float model it was
-    quantized from (same node names). Returns how many Convs were corrected.
+    quantized from (same node names). Returns how many Convs were corrected and {why a Conv was not: how many}.
 
     Measured segment by segment (`_Stepper`): about one pass of the model over the images in all, where a
     session per Conv ran the whole model again for each (MobileNetV2: 5 s of CPU against 55 s, the same
@@ -45,17 +45,21 @@ def correct_onnx(prepared: Path, quantized: Path, calibration: Callable[[], Iter
     float_nodes = {n.name: n for n in float_model.graph.node}
     inits = {i.name: i for i in model.graph.initializer}
     producer = {out: n for n in model.graph.node for out in n.output}
-    targets = []  # (quantized Conv's output, float Conv's output, bias initializer, its scale)
+    targets, skipped = [], {}  # (quantized Conv's output, float Conv's output, bias initializer, its scale)
     for node in model.graph.node:
-        bias = producer.get(node.input[2]) if node.op_type == "Conv" and len(node.input) > 2 else None
+        if node.op_type != "Conv":
+            continue
+        bias = producer.get(node.input[2]) if len(node.input) > 2 else None
         if (bias is None or bias.op_type != "DequantizeLinear" or node.name not in float_nodes
                 or any(i not in inits for i in bias.input[:2])
                 or inits[bias.input[0]].data_type != onnx.TensorProto.INT32):
+            why = "no int32 bias (left in float, or none)"
+            skipped[why] = skipped.get(why, 0) + 1
             continue
         targets.append((node.output[0], float_nodes[node.name].output[0], bias.input[0],
                         numpy_helper.to_array(inits[bias.input[1]])))
     if not targets:
-        return 0
+        return 0, skipped
     batches = list(itertools.islice(calibration(), images))
     # conv outputs before any activation: onnxruntime's QDQ drops a Relu/Clip that the quantization range covers
     reference = _channel_means(float_model, [t[1] for t in targets], batches)
@@ -65,7 +69,7 @@ def correct_onnx(prepared: Path, quantized: Path, calibration: Callable[[], Iter
         bias_q = numpy_helper.to_array(inits[bias_name])
         inits[bias_name].CopyFrom(numpy_helper.from_array(shifted(bias_q, scale, error), bias_name))
     onnx.save(model, str(quantized))
-    return len(targets)
+    return len(targets), skipped
 
 
 class _Stepper:
@@ -201,9 +205,11 @@ def input_means(float_tflite: bytes, calibration: Callable[[], Iterable[np.ndarr
     return {index: total / count for index, total in sums.items()}
 
 
-def correct_tflite(quantized: bytes, float_tflite: bytes, means: dict[int, np.ndarray]) -> tuple[bytes, int]:
+def correct_tflite(quantized: bytes, float_tflite: bytes, means: dict[int, np.ndarray]) -> tuple[bytes, int, dict]:
     """The quantized model with the bias of each CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED whose weights are
-    int8 shifted by the mean error those weights cause, sum(dw * E[x]), and how many biases changed. Full int8
+    int8 shifted by the mean error those weights cause, sum(dw * E[x]), how many biases changed, and {why a
+    weighted op's bias did not change: how many} (the metadata says why a count is low: the shared MobileNetV2's
+    weights are on the int8 grid already, so its 53 ops have no weight error to correct). Full int8
     models have int32 biases (shifted under their own scale); dynamic-range models float32 ones, beside int8
     weights that their hybrid kernels apply to inputs quantized on the fly (ops left with float weights are
     left alone).
@@ -228,34 +234,45 @@ def correct_tflite(quantized: bytes, float_tflite: bytes, means: dict[int, np.nd
 
     qops, fops = weighted_ops(qmodel), weighted_ops(fmodel)
     if len(qops) != len(fops):
-        return quantized, 0
+        return quantized, 0, {"the int8 and float models' weighted ops differ in number": len(qops)}
     # a bias is edited only if no other tensor (any subgraph) shares its buffer and no other op reads it
     buffer_uses = np.bincount([t.buffer for g in qmodel.subgraphs for t in g.tensors], minlength=len(qmodel.buffers))
     tensor_uses = np.bincount([i for op in qmodel.subgraphs[0].operators for i in op.inputs if i >= 0],
                               minlength=len(qmodel.subgraphs[0].tensors))
 
-    corrected = 0
+    corrected, skipped = 0, {}
+
+    def skip(why: str) -> None:
+        skipped[why] = skipped.get(why, 0) + 1
+
     for (qop, kind), (fop, _) in zip(qops, fops):
         w_int = constant(qmodel, qop.inputs[1], np.int8)
         w = constant(fmodel, fop.inputs[1], np.float32)
         bias_index = qop.inputs[2] if len(qop.inputs) > 2 else -1
-        if w_int is None or w is None or w_int.shape != w.shape or bias_index < 0:
+        if w_int is None or w is None or w_int.shape != w.shape:
+            skip("weights not int8 here or not float there")
+            continue
+        if bias_index < 0:
+            skip("no bias")
             continue
         bias_tensor = qmodel.subgraphs[0].tensors[bias_index]
         b = constant(qmodel, bias_index, np.int32)
         if b is None:
             b = constant(qmodel, bias_index, np.float32)  # dynamic range
         if b is None or buffer_uses[bias_tensor.buffer] != 1 or tensor_uses[bias_index] != 1:
+            skip("bias shared or not constant")
             continue
         wq = qmodel.subgraphs[0].tensors[qop.inputs[1]].quantization
         if wq is None or wq.scale is None or np.any(wq.zeroPoint):
+            skip("weights not symmetric int8")
             continue
         shape = [1] * w.ndim
         shape[wq.quantizedDimension] = -1
         d = w_int * np.asarray(wq.scale, np.float32).reshape(shape) - w  # weight error, TFLite layout
         mean = means[fop.inputs[0]]  # E[x_c]
         if (w.shape[-1] % mean.size) if kind == DEPTHWISE_CONV_2D else (w.shape[-1] != mean.size):
-            continue  # e.g. a grouped convolution
+            skip("grouped convolution")
+            continue
         if kind == DEPTHWISE_CONV_2D:  # [1, kh, kw, C*m]: output channel o reads input channel o // m
             error = d.sum(axis=(0, 1, 2)) * np.repeat(mean, d.shape[-1] // mean.size)
         else:  # CONV_2D [O, kh, kw, I] or FULLY_CONNECTED [O, I]
@@ -265,6 +282,10 @@ def correct_tflite(quantized: bytes, float_tflite: bytes, means: dict[int, np.nd
         else:
             new = (b - error).astype(np.float32)
         qmodel.buffers[bias_tensor.buffer].data = new.view(np.uint8)
-        corrected += bool(np.any(new != b))  # weights already on the int8 grid need nothing
+        if np.any(new != b):
+            corrected += 1
+        else:
+            on_grid = np.all(np.abs(d) <= 1e-4 * np.asarray(wq.scale, np.float32).reshape(shape))
+            skip("weights already on the int8 grid: no error to correct" if on_grid else "error below half a bias step")
 
-    return pack(qmodel, len(quantized)), corrected
+    return pack(qmodel, len(quantized)), corrected, skipped

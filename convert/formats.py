@@ -48,7 +48,10 @@ class TFLiteFormat:
             if precision == "dynamic" and builds.float_depthwise:
                 recipe["float_depthwise"] = builds.float_depthwise  # layers with float weights (no hybrid kernel)
             if corrected:
-                data, recipe["bias_correction"] = bias.correct_tflite(data, builds.tflite_fp32(), builds.float_means())
+                data, recipe["bias_correction"], skipped = bias.correct_tflite(data, builds.tflite_fp32(),
+                                                                               builds.float_means())
+                if skipped:
+                    recipe["bias_correction_skipped"] = skipped  # why a layer's bias did not change
         staged.write_bytes(data)
         if exclude:
             recipe["float_layers"] = list(exclude)

@@ -52,9 +52,13 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: Callable[[], Iterabl
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         _quantize(prepared, path, calibration, exclude, method)
-        corrected = bias.correct_onnx(prepared, path, calibration) if correct_bias else 0
-    return {"method": f"onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, {method}",
-            "bias_correction": corrected, "float_nodes": list(exclude)}
+        corrected, skipped = (bias.correct_onnx(prepared, path, calibration) if correct_bias
+                              else (0, {"not asked for": 1}))
+    recipe = {"method": f"onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, {method}",
+              "bias_correction": corrected, "float_nodes": list(exclude)}
+    if skipped:
+        recipe["bias_correction_skipped"] = skipped  # why a Conv's bias was not corrected
+    return recipe
 
 
 def _quantize(prepared: Path, path: Path, calibration, exclude, method: str) -> None:

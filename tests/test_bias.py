@@ -97,7 +97,7 @@ def test_tflite_correction_removes_the_mean_error_of_int8_weights():
     calibration = lambda: (x[i:i + 1] for i in range(32))  # noqa: E731
     plain = to_tflite(model, "int8", calibration, io_type="float32")
     fp32 = to_tflite(model, "fp32")
-    corrected, count = bias.correct_tflite(plain, fp32, bias.input_means(fp32, calibration))
+    corrected, count, skipped = bias.correct_tflite(plain, fp32, bias.input_means(fp32, calibration))
     assert count == 2  # the depthwise and the pointwise conv
 
     def run(content):
@@ -115,3 +115,26 @@ def test_tflite_correction_removes_the_mean_error_of_int8_weights():
     before = np.abs((run(plain) - reference).mean(axis=0)).mean()
     after = np.abs((run(corrected) - reference).mean(axis=0)).mean()
     assert after < before / 2, (before, after)  # on inputs it was not measured on (measured: 4x)
+
+
+def test_weights_on_the_int8_grid_need_no_correction_and_the_recipe_says_so():
+    """A model whose float weights are int8 values times a per-channel scale (as the shared MobileNetV2's are):
+    no weight error, so no bias moves, and the reason is counted instead of a bare 0."""
+    keras = pytest.importorskip("keras")
+    from edgelite.convert import bias
+    from edgelite.convert.tflite import to_tflite
+
+    rng = np.random.default_rng(1)
+    model = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(6, 3, padding="same"),
+                              keras.layers.ReLU(), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    for layer in (model.layers[0], model.layers[3]):
+        w, b = layer.get_weights()
+        steps = rng.integers(-127, 128, w.shape)
+        steps.reshape(-1, w.shape[-1])[0] = 127  # each output channel's largest |step| is 127: its scale is exact
+        scale = rng.uniform(0.001, 0.01, w.shape[-1])
+        layer.set_weights([(steps * scale).astype(np.float32), rng.normal(0, 0.1, b.shape).astype(np.float32)])
+    x = rng.uniform(0, 1, (16, 8, 8, 4)).astype(np.float32)
+    calibration = lambda: (x[i:i + 1] for i in range(16))  # noqa: E731
+    plain, fp32 = to_tflite(model, "int8", calibration, io_type="float32"), to_tflite(model, "fp32")
+    _, count, skipped = bias.correct_tflite(plain, fp32, bias.input_means(fp32, calibration))
+    assert count == 0 and skipped == {"weights already on the int8 grid: no error to correct": 2}
