@@ -50,7 +50,7 @@ def describe(model, report: dict) -> str:
     exported = report["exported_on"] or {}
     return "\n".join([
         f"{model}: agreement with Keras {report['agreement']:.1%} on {report['images']} check images ({gate}) "
-        f"-> {'ok' if report['passed'] else 'BELOW THE GATE'}; top-1 {report['top1_agreement']:.1%}, "
+        f"-> {'ok' if report['passed'] else 'BELOW THE GATE'}; strict top-1 {report['top1_agreement']:.1%}, "
         f"{report['near_ties_flipped']} near-ties (within {report['near_tie']:g}) flipped"
         + (f", {report['dead_outputs']} dead outputs (all one value)" if report.get("dead_outputs") else ""),
         f"  max |dp| vs Keras {report['max_abs_diff']:.3f}; vs the exporting machine: same top-1 "

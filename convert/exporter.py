@@ -53,7 +53,7 @@ class Artifact:
             return f"  {self.format:15s} FAILED  {self.error}"
         p = self.parity
         verdict = "ok" if self.passed else "BELOW THRESHOLD"
-        return (f"  {self.format:15s} {verdict:5s} agreement {p['agreement']:.1%} (top-1 {p['top1_agreement']:.1%}, "
+        return (f"  {self.format:15s} {verdict:5s} agreement {p['agreement']:.1%} (strict top-1 {p['top1_agreement']:.1%}, "
                 f"{p['near_ties_flipped']} near-ties flipped"
                 + (f", {p['dead_outputs']} dead outputs: all one value" if p.get("dead_outputs") else "") + "), "
                 f"top-5 overlap {p['top5_overlap']:.1%}, max |dp| {p['max_abs_diff']:.2e}, "

@@ -28,7 +28,9 @@ class TFLiteFormat:
     def recipe(self, precision: str) -> dict:
         recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
         if precision == "int8":
-            recipe.update(activations="int8", calibration_samples=len(self.builds.calib), io=self.io_type)
+            recipe.update(activations="int8", calibration_samples=len(self.builds.calib), io=self.io_type,
+                          method="TFLiteConverter full-integer post-training quantization: per-channel int8 "
+                                 "weights, int8 activations, min/max calibration")
         return recipe
 
     def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str = "minmax") -> dict:
