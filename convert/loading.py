@@ -45,6 +45,19 @@ def source_of(path: str | Path, weights: str | None = None) -> dict:
     return source
 
 
+def load_source(path: str | Path, output: int | str | None = None, size: tuple[int, int] | None = None):
+    """A model from outside Keras, by its file type, as a Source (onnx_source.py): ONNX rebuilt channels-last
+    and run by onnxruntime as the reference; None for what `load_model` takes."""
+    path = Path(path)
+    if path.suffix.lower() in (".onnx",) and not path.is_dir():
+        if not path.exists():
+            raise EdgeliteError(f"no such model: {path}")
+        from .onnx_source import load_onnx
+
+        return load_onnx(path, output, size)
+    return None
+
+
 def load_model(path: str | Path, unsafe: bool = False, weights: str | None = None):
     """A Keras model from .keras, .h5 (Keras 3 or legacy Keras 2), a SavedModel folder,
     or an application by name ("mobilenetv2") with weights "imagenet" or a file."""
@@ -76,7 +89,8 @@ def load_model(path: str | Path, unsafe: bool = False, weights: str | None = Non
             raise EdgeliteError(f"{path}: the model holds Python code (e.g. a Lambda layer), which safe mode "
                                 "refuses; if you trust its source, pass --unsafe") from None
         raise EdgeliteError(f"{path}: cannot load as a Keras model ({one_line(exc)})") from None
-    raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5 or a SavedModel folder)")
+    raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5, a SavedModel folder or "
+                        ".onnx)")
 
 
 def _load_application(name: str, weights: str | None):
