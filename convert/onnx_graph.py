@@ -358,7 +358,9 @@ class Rebuild:
 
     def op_HardSwish(self, node) -> None:
         ops = self.keras.ops
-        self.activation(node, lambda x: x * ops.relu6(x + 3.0) * (1 / 6))
+        # TFLite makes this HARD_SWISH, which this XNNPACK leaves to the builtin kernels in int8: a second delegate
+        # partition (as in a Keras-made MobileNetV3); measured, every spelling of it was matched to HARD_SWISH
+        self.activation(node, lambda x: x * (ops.relu6(x + 3.0) * (1 / 6)))
 
     def op_Softmax(self, node) -> None:
         value = self.values[node.input[0]]
@@ -480,9 +482,17 @@ class Rebuild:
             x, padding = self.padded(node, x, a, kernel, strides, dilations)
             if padding == "same" and counts_padding:
                 raise self.unsupported(node, "with count_include_pad and uneven padding")
-            layer = self.keras.layers.AveragePooling2D(kernel, strides, padding, name=self.layer_name(node))
             if padding == "valid" and any(a.get("pads", ())) and not counts_padding:
                 raise self.unsupported(node, "with padding not counted (count_include_pad=0) that is not 'same'")
+            if padding == "valid":  # a depthwise convolution of 1 / (kh kw): XNNPACK runs no int8 AVERAGE_POOL_2D
+                channels = int(x.shape[-1])
+                layer = self.keras.layers.DepthwiseConv2D(kernel, strides, "valid", use_bias=False,
+                                                          name=self.layer_name(node))
+                y = layer(x)
+                layer.set_weights([np.full(kernel + (channels, 1), 1 / np.prod(kernel), np.float32)])
+                self.values[node.output[0]] = Value(y, NHWC, nonnegative=value.nonnegative)
+                return
+            layer = self.keras.layers.AveragePooling2D(kernel, strides, padding, name=self.layer_name(node))
         self.values[node.output[0]] = Value(layer(x), NHWC, nonnegative=value.nonnegative)
 
     def op_MaxPool(self, node) -> None:
