@@ -90,7 +90,6 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     else:
         model, run, facts = foreign.model, foreign.run, (None, None, None)
         spec = foreign_spec(model_path, foreign, preprocess)
-        source.update(foreign.info)
         nchw = nchw or foreign.layout == "NCHW"  # ONNX artifacts keep the source's layout
     units = int(model.outputs[0].shape[-1])
     classes = 2 if units == 1 else units  # a one-unit head (sigmoid or logit) is two classes
@@ -107,6 +106,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         from .onnx_source import check_rebuild
 
         diff = check_rebuild(foreign, checks, model_path.name)
+        source.update(foreign.info)  # producer, layout, output, the rebuild's difference
         log.info(f"rebuilt channels-last: max |dp| {diff:.1e} against {model_path.name} on {len(checks)} images")
 
     inside = facts[2]  # normalisation inside the model

@@ -20,7 +20,7 @@ SIZE = 64
 
 def small_cnn(path: Path, *, producer: str = "pytorch", nhwc: bool = False, flatten_spatial: bool = False,
               external_data: bool = False, dynamic_size: bool = False, outputs: int = 1, extra_op: str | None = None,
-              seed: int = 0) -> Path:
+              hardswish: bool = True, seed: int = 0) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -62,7 +62,7 @@ def small_cnn(path: Path, *, producer: str = "pytorch", nhwc: bool = False, flat
     x = op("MaxPool", [x], "pool1", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 16x16
     lo, hi = const("zero", 0.0), const("six", 6.0)
     d = op("Clip", [bn(conv(x, "dw", 16, 16, 3, group=16, bias=False), "bn_dw", 16), lo, hi], "relu6")
-    p = op("HardSwish", [conv(d, "pw", 16, 16, 1)], "hswish")
+    p = op("HardSwish" if hardswish else "Relu", [conv(d, "pw", 16, 16, 1)], "hswish")
     s = op("GlobalAveragePool", [p], "se_pool")
     s = op("Relu", [conv(s, "se_reduce", 16, 4, 1)], "se_relu")
     s = op("HardSigmoid", [conv(s, "se_expand", 4, 16, 1)], "se_gate", alpha=1 / 6, beta=0.5)
