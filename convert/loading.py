@@ -45,17 +45,25 @@ def source_of(path: str | Path, weights: str | None = None) -> dict:
     return source
 
 
-def load_source(path: str | Path, output: int | str | None = None, size: tuple[int, int] | None = None):
-    """A model from outside Keras, by its file type, as a Source (onnx_source.py): ONNX rebuilt channels-last
-    and run by onnxruntime as the reference; None for what `load_model` takes."""
-    path = Path(path)
-    if path.suffix.lower() in (".onnx",) and not path.is_dir():
-        if not path.exists():
-            raise EdgeliteError(f"no such model: {path}")
+def load_source(model, output: int | str | None = None, size: tuple[int, int] | None = None, example=None):
+    """A model from outside Keras as a Source (onnx_source.py), by its file type: ONNX rebuilt channels-last and
+    run by onnxruntime as the reference; a .pt2 / TorchScript .pt, or an nn.Module given from Python, exported
+    to ONNX and run by torch as the reference (torch_source.py). None for what `load_model` takes."""
+    from .torch_source import SUFFIXES as TORCH, is_module, load_module, load_torch_file
+
+    if is_module(model):
+        return load_module(model, output, size, example)
+    path = Path(model)
+    suffix = path.suffix.lower()
+    if suffix not in (".onnx", *TORCH) or path.is_dir():
+        return None
+    if not path.exists():
+        raise EdgeliteError(f"no such model: {path}")
+    if suffix == ".onnx":
         from .onnx_source import load_onnx
 
         return load_onnx(path, output, size)
-    return None
+    return load_torch_file(path, output, size)
 
 
 def load_model(path: str | Path, unsafe: bool = False, weights: str | None = None):
@@ -89,8 +97,8 @@ def load_model(path: str | Path, unsafe: bool = False, weights: str | None = Non
             raise EdgeliteError(f"{path}: the model holds Python code (e.g. a Lambda layer), which safe mode "
                                 "refuses; if you trust its source, pass --unsafe") from None
         raise EdgeliteError(f"{path}: cannot load as a Keras model ({one_line(exc)})") from None
-    raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5, a SavedModel folder or "
-                        ".onnx)")
+    raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5, a SavedModel folder, "
+                        ".onnx, .pt2 or a TorchScript .pt)")
 
 
 def _load_application(name: str, weights: str | None):

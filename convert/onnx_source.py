@@ -30,6 +30,7 @@ class Source:
     world: str | None  # that world's conventions (resolve.WORLDS)
     outputs: str  # "probabilities" or "logits"
     info: dict = field(default_factory=dict)  # recorded as the artifacts' source: producer, the rebuild's check
+    path: Path | None = None  # the file given (a module given from Python: its class name + ".module")
 
 
 def is_onnx(path: Path) -> bool:
@@ -85,7 +86,7 @@ def load_onnx(path: Path, output: int | str | None = None, size: tuple[int, int]
     outputs = "probabilities" if last in ("Softmax", "Sigmoid") else "logits"
     info = {"producer": f"{model.producer_name} {model.producer_version}".strip(), "layout": layout,
             "output": chosen}
-    return Source(keras_model, runner, layout, carried, world, outputs, info)
+    return Source(keras_model, runner, layout, carried, world, outputs, info, path)
 
 
 def check_rebuild(source: Source, images: np.ndarray, name: str) -> float:

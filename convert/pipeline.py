@@ -47,7 +47,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
             unsafe: bool = False, thresholds: dict | None = None, io_type: str = "int8",
             nchw: bool = False, weights: str | None = None, mirror: bool = True, verbose: bool = True,
             rescue: bool = True, output: int | str | None = None, near_tie: float = NEAR_TIE,
-            done: Callable[[Artifact], None] | None = None, size: tuple[int, int] | None = None) -> Conversion:
+            done: Callable[[Artifact], None] | None = None, size: tuple[int, int] | None = None,
+            example=None) -> Conversion:
     """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
 
     `model_path` is a model file or folder, or an application name ("mobilenetv2") with
@@ -62,12 +63,12 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     Each artifact carries a check set (`edgelite verify` on the device). `done(artifact)` is called as each
     format is finished (default: its summary line is logged).
 
-    A model from outside Keras (an .onnx file: loading.load_source) is rebuilt as a channels-last Keras model
-    that every format is exported from, and the reference is the source itself (onnxruntime on the file):
-    the gate, the check set and the rescue measure each artifact against it. `size` (H, W) fixes a dynamic
-    input size.
+    A model from outside Keras (loading.load_source: an .onnx file; a .pt2, a TorchScript .pt or an nn.Module
+    given as `model_path`, with `size` (H, W) or an `example` input, through torch.onnx) is rebuilt as a
+    channels-last Keras model that every format is exported from, and the reference is the source itself
+    (onnxruntime on the file, torch on the module): the gate, the check set and the rescue measure each
+    artifact against it. `size` (H, W) also fixes a dynamic input size.
     """
-    model_path = Path(model_path)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise EdgeliteError(f"unknown format(s) {', '.join(unknown)} (choose from {', '.join(FORMATS)})")
@@ -79,8 +80,9 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     needs_calibration = needs_calibration or ("tflite-dynamic" in formats and rescue and bool(calibration))
     out_dir = prepare_out_dir(out_dir, force)
     import_tensorflow()
-    foreign = load_source(model_path, output, size)
-    source = source_of(model_path, weights)
+    foreign = load_source(model_path, output, size, example)
+    model_path = foreign.path if foreign is not None else Path(model_path)
+    source = source_of(model_path, weights) if model_path.exists() or foreign is None else {"file": model_path.name}
     known_path = model_path if model_path.exists() else None
     if foreign is None:
         model = choose_output(load_model(model_path, unsafe, weights), output)
