@@ -192,3 +192,47 @@ def test_the_runtime_tells_torch_onnx_by_producer_name(tmp_path):
     torch_made = open_backend(small_cnn(tmp_path / "t.onnx"))
     assert torch_made.producer() == "pytorch"
     assert open_backend(small_cnn(tmp_path / "k.onnx", producer="tf2onnx")).producer() == "tf2onnx"
+
+
+def test_convert_takes_the_users_preprocessing_over_the_torch_convention(tmp_path):
+    from edgelite.convert.loading import import_tensorflow, load_source
+    from edgelite.convert.pipeline import foreign_spec
+
+    import_tensorflow()
+    path = small_cnn(tmp_path / "m.onnx")
+    source = load_source(path)
+    assumed = foreign_spec(path, source, None)
+    assert (assumed.preset, assumed.resize, assumed.crop_fraction, assumed.antialias) == ("torch", "crop", 0.875, True)
+    given = foreign_spec(path, source, {"resize": "stretch", "mean": [0.0], "std": [255.0]})
+    assert given.resize == "stretch" and given.mean == (0.0,) * 3 and given.std == (255.0,) * 3
+
+
+def test_a_rebuild_that_differs_from_the_source_is_refused(tmp_path):
+    from edgelite.convert.loading import import_tensorflow, load_source
+    from edgelite.convert.onnx_source import check_rebuild
+    from edgelite.errors import EdgeliteError
+
+    import_tensorflow()
+    source = load_source(small_cnn(tmp_path / "m.onnx"))
+    images = np.random.default_rng(1).normal(size=(8, SIZE, SIZE, 3)).astype(np.float32)
+    assert check_rebuild(source, images, "m.onnx") < TOLERANCE
+    right = source.run
+    source.run = lambda x: right(x) * 1.01  # a source whose logits the rebuild no longer matches
+    with pytest.raises(EdgeliteError, match="differs from the source"):
+        check_rebuild(source, images, "m.onnx")
+
+
+def test_hard_swish_is_a_second_delegate_partition_in_int8(tmp_path):
+    """What the README says hard-swish costs in int8 TFLite (XNNPACK leaves HARD_SWISH to the builtin kernels)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgelite.convert import convert
+
+    images = photos()
+    result = convert(small_cnn(tmp_path / "hs.onnx", hardswish=True), tmp_path / "out", images[:40], images[40:80],
+                     formats=["tflite-int8"], verbose=False)
+    assert result.ok
+    interpreter = Interpreter(str(result.artifacts[0].path))
+    interpreter.allocate_tensors()
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert "HARD_SWISH" in ops and ops.count("DELEGATE") == 2 and "TRANSPOSE" not in ops, ops
