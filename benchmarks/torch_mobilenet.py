@@ -119,8 +119,12 @@ def main(argv=None) -> int:
     p.add_argument("--measure-count", type=int, default=500, help="big-cats photos (not calibrated on) measured")
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--skip-keras", action="store_true", help="no Keras-made artifacts (speed not compared)")
+    p.add_argument("--speed-only", action="store_true", help="only time the int8 files an earlier run left in --out")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.speed_only:
+        speed(out, args.rounds)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     import torch
 
@@ -200,22 +204,29 @@ def main(argv=None) -> int:
     report["artifacts"] = rows
     report["torch_top1"] = report["torch_vs_keras"]["torch_top1"]
 
+    (out / "torch_mobilenet.json").write_text(json.dumps(report, indent=1))
     if not args.skip_keras:
-        from edgelite.timing import measure, opener, summary
-
-        settings = {f"{name}:{fmt}": conversions[name]["artifacts"][fmt]["path"]
-                    for name in ("onnx", "keras") for fmt in ("tflite-int8", "onnx-int8")}
-        per_turn = measure({key: opener(path, 1) for key, path in settings.items()}, args.rounds, 20)
-        speed = {key: summary(turns) for key, turns in zip(settings, per_turn)}
-        report["speed_1_thread"] = {key: {k: round(v, 3) for k, v in s.items() if k in ("ms", "fast_ms", "slow_ms")}
-                                    for key, s in speed.items()}
-        for fmt in ("tflite-int8", "onnx-int8"):
-            ratio = speed[f"onnx:{fmt}"]["ms"] / speed[f"keras:{fmt}"]["ms"]
-            report["speed_1_thread"][f"ratio {fmt}"] = round(ratio, 3)
-        print("speed (1 thread, ms):", report["speed_1_thread"], flush=True)
+        report["speed_1_thread"] = speed(out, args.rounds)
     (out / "torch_mobilenet.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {out / 'torch_mobilenet.json'}")
     return 0
+
+
+def speed(out: Path, rounds: int) -> dict:
+    """The torch-made (from the .onnx) and Keras-made int8 files of each format, one thread, round-robin in one
+    process (edgelite.timing: each setting opened, warmed, timed and released in its turn)."""
+    from edgelite.timing import measure, opener, summary
+
+    stems = {"onnx": out / "art-onnx" / "mobilenet_v2_torch", "keras": out / "art-keras" / KERAS_MODEL.stem}
+    settings = {f"{name}:{fmt}": f"{stem}_int8.{fmt.split('-')[0]}" for name, stem in stems.items()
+                for fmt in ("tflite-int8", "onnx-int8")}
+    per_turn = measure({key: opener(path, 1) for key, path in settings.items()}, rounds, 20)
+    figures = {key: {k: round(v, 3) for k, v in summary(per_turn[key]).items() if k in ("ms", "fast_ms", "slow_ms")}
+               for key in settings}
+    for fmt in ("tflite-int8", "onnx-int8"):
+        figures[f"ratio {fmt}"] = round(figures[f"onnx:{fmt}"]["ms"] / figures[f"keras:{fmt}"]["ms"], 3)
+    print("speed (1 thread, ms):", figures, flush=True)
+    return figures
 
 
 def tflite_ops(path: str) -> dict:
