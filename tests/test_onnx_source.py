@@ -236,3 +236,10 @@ def test_hard_swish_is_a_second_delegate_partition_in_int8(tmp_path):
     interpreter.allocate_tensors()
     ops = [op["op_name"] for op in interpreter._get_ops_details()]
     assert "HARD_SWISH" in ops and ops.count("DELEGATE") == 2 and "TRANSPOSE" not in ops, ops
+
+
+def test_verify_measures_against_the_source_and_says_so(converted, capsys):
+    _, out, _ = converted
+    code, printed, err = run_cli(capsys, "verify", out / "small_cnn_int8.tflite", out / "small_cnn_int8.onnx")
+    assert code == 0, err
+    assert printed.count("agreement with the source (pytorch 2.13.0)") == 2 and "Keras" not in printed, printed
