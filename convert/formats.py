@@ -112,8 +112,8 @@ class OnnxFormat:
             if precision == "fp32":
                 shutil.copyfile(self.builds.onnx_fp32(), staged)
             else:
-                recipe.update(onnx_export.quantize_int8(self.builds.onnx_fp32(), staged, self.builds.calibration_batches,
-                                                        exclude, method))
+                batches = lambda: (self.inputs(b) for b in self.builds.calibration_batches())  # noqa: E731 (NCHW too)
+                recipe.update(onnx_export.quantize_int8(self.builds.onnx_fp32(), staged, batches, exclude, method))
         return recipe
 
     def embed(self, staged: Path, meta: dict, extra: dict | None = None) -> None:

@@ -45,6 +45,27 @@ def source_of(path: str | Path, weights: str | None = None) -> dict:
     return source
 
 
+def load_source(model, output: int | str | None = None, size: tuple[int, int] | None = None, example=None):
+    """A model from outside Keras as a Source (onnx_source.py), by its file type: ONNX rebuilt channels-last and
+    run by onnxruntime as the reference; a .pt2 / TorchScript .pt, or an nn.Module given from Python, exported
+    to ONNX and run by torch as the reference (torch_source.py). None for what `load_model` takes."""
+    from .torch_source import SUFFIXES as TORCH, is_module, load_module, load_torch_file
+
+    if is_module(model):
+        return load_module(model, output, size, example)
+    path = Path(model)
+    suffix = path.suffix.lower()
+    if suffix not in (".onnx", *TORCH) or path.is_dir():
+        return None
+    if not path.exists():
+        raise EdgeliteError(f"no such model: {path}")
+    if suffix == ".onnx":
+        from .onnx_source import load_onnx
+
+        return load_onnx(path, output, size)
+    return load_torch_file(path, output, size)
+
+
 def load_model(path: str | Path, unsafe: bool = False, weights: str | None = None):
     """A Keras model from .keras, .h5 (Keras 3 or legacy Keras 2), a SavedModel folder,
     or an application by name ("mobilenetv2") with weights "imagenet" or a file."""
@@ -76,7 +97,8 @@ def load_model(path: str | Path, unsafe: bool = False, weights: str | None = Non
             raise EdgeliteError(f"{path}: the model holds Python code (e.g. a Lambda layer), which safe mode "
                                 "refuses; if you trust its source, pass --unsafe") from None
         raise EdgeliteError(f"{path}: cannot load as a Keras model ({one_line(exc)})") from None
-    raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5 or a SavedModel folder)")
+    raise EdgeliteError(f"{path}: unknown model type {suffix!r} (expected .keras, .h5, a SavedModel folder, "
+                        ".onnx, .pt2 or a TorchScript .pt)")
 
 
 def _load_application(name: str, weights: str | None):

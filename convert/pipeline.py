@@ -17,10 +17,11 @@ from edgelite.errors import EdgeliteError
 from edgelite.files import prepare_out_dir, staging_dir
 from edgelite.parity import NEAR_TIE
 from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
+from edgelite.resolve import resolve_spec
 
 from .builds import Builds
 from .exporter import Artifact, CheckData, Exporter, Gate
-from .loading import import_tensorflow, load_model, source_of
+from .loading import import_tensorflow, load_model, load_source, source_of
 from .keras_facts import keras_facts, keras_spec, resolve_labels
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
             unsafe: bool = False, thresholds: dict | None = None, io_type: str = "int8",
             nchw: bool = False, weights: str | None = None, mirror: bool = True, verbose: bool = True,
             rescue: bool = True, output: int | str | None = None, near_tie: float = NEAR_TIE,
-            done: Callable[[Artifact], None] | None = None) -> Conversion:
+            done: Callable[[Artifact], None] | None = None, size: tuple[int, int] | None = None,
+            example=None) -> Conversion:
     """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
 
     `model_path` is a model file or folder, or an application name ("mobilenetv2") with
@@ -60,8 +62,13 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     below its gate is `rescue`d: a per-layer error report, then the fewest layers kept in float that pass.
     Each artifact carries a check set (`edgelite verify` on the device). `done(artifact)` is called as each
     format is finished (default: its summary line is logged).
+
+    A model from outside Keras (loading.load_source: an .onnx file; a .pt2, a TorchScript .pt or an nn.Module
+    given as `model_path`, with `size` (H, W) or an `example` input, through torch.onnx) is rebuilt as a
+    channels-last Keras model that every format is exported from, and the reference is the source itself
+    (onnxruntime on the file, torch on the module): the gate, the check set and the rescue measure each
+    artifact against it. `size` (H, W) also fixes a dynamic input size.
     """
-    model_path = Path(model_path)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise EdgeliteError(f"unknown format(s) {', '.join(unknown)} (choose from {', '.join(FORMATS)})")
@@ -73,22 +80,36 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     needs_calibration = needs_calibration or ("tflite-dynamic" in formats and rescue and bool(calibration))
     out_dir = prepare_out_dir(out_dir, force)
     import_tensorflow()
-    model = choose_output(load_model(model_path, unsafe, weights), output)
-    source = source_of(model_path, weights)
+    foreign = load_source(model_path, output, size, example)
+    model_path = foreign.path if foreign is not None else Path(model_path)
+    source = source_of(model_path, weights) if model_path.exists() or foreign is None else {"file": model_path.name}
     known_path = model_path if model_path.exists() else None
-    facts = keras_facts(model, known_path)
-    spec = keras_spec(model, known_path, preprocess, facts)
+    if foreign is None:
+        model = choose_output(load_model(model_path, unsafe, weights), output)
+        facts = keras_facts(model, known_path)
+        spec = keras_spec(model, known_path, preprocess, facts)
+        run = lambda x: np.asarray(model.predict(x, batch_size=32, verbose=0))  # noqa: E731
+    else:
+        model, run, facts = foreign.model, foreign.run, (None, None, None)
+        spec = foreign_spec(model_path, foreign, preprocess)
+        nchw = nchw or foreign.layout == "NCHW"  # ONNX artifacts keep the source's layout
     units = int(model.outputs[0].shape[-1])
     classes = 2 if units == 1 else units  # a one-unit head (sigmoid or logit) is two classes
-    labels = resolve_labels(known_path, labels, classes)
+    labels = resolve_labels(known_path if foreign is None else None, labels, classes)
 
     calib = batch(tqdm(calibration, desc="calibration images", disable=not verbose), spec) if needs_calibration else None
     if calib is not None and mirror:
         calib = np.concatenate([calib, calib[:, :, ::-1]])  # NHWC: flip the width axis
     checks = batch(tqdm(check, desc="check images", disable=not verbose), spec)
-    outputs = output_kind(model, checks[:8])
-    reference = probabilities(np.asarray(model.predict(checks, batch_size=32, verbose=0)), outputs)
-    check_set = _check_set(model, check, spec, outputs)
+    outputs = output_kind(model, checks[:8]) if foreign is None else foreign.outputs
+    reference = probabilities(run(checks), outputs)
+    check_set = _check_set(run, check, spec, outputs)
+    if foreign is not None:
+        from .onnx_source import check_rebuild
+
+        diff = check_rebuild(foreign, checks, model_path.name)
+        source.update(foreign.info)  # producer, layout, output, the rebuild's difference
+        log.info(f"rebuilt channels-last: max |dp| {diff:.1e} against {model_path.name} on {len(checks)} images")
 
     inside = facts[2]  # normalisation inside the model
     document = {
@@ -148,11 +169,36 @@ def probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
     return scores_from_output(outputs.reshape(len(outputs), -1), probabilities=kind == "probabilities")
 
 
-def _check_set(model, check, spec: PreprocessSpec, outputs: str) -> dict:
-    """The first CHECK_IMAGES check images at the model's size, as JPEG, with Keras' probabilities on
-    exactly the pixels they decode to."""
+def foreign_spec(model_path: Path, foreign, preprocess) -> PreprocessSpec:
+    """A non-Keras source's preprocessing by the one resolver, said in one line: what its producer implies
+    (torch.onnx: torchvision's evaluation convention) under what the user says."""
+    from edgelite.resolve import geometry
+
+    shape = tuple(foreign.model.inputs[0].shape)
+    spec = resolve_spec(model_path.name, foreign.world, foreign.carried, geometry(shape, model_path.name),
+                        preprocess)
+    said = " (as given)" if preprocess is not None else (
+        f" (assumed: {foreign.info.get('producer') or 'its producer'} made it; --preprocess, --mean/--std, "
+        "--resize override)" if foreign.carried else "")
+    log.info(f"preprocessing{said}: {describe(spec)}")
+    return spec
+
+
+def describe(spec: PreprocessSpec) -> str:
+    """A spec in words: the channel order, the resize rule and the normalisation."""
+    height, width = spec.size
+    resize = (f"shorter side to {round(min(height, width) / spec.crop_fraction)}, centre {height}x{width}"
+              if spec.resize == "crop" else f"whole frame to {height}x{width}")
+    return (f"{spec.channel_order}, {resize}, bilinear{' with antialias' if spec.antialias else ''}, "
+            f"(pixel - {list(spec.mean)}) / {list(spec.std)}" + (f" [{spec.preset}]" if spec.preset != "custom"
+                                                                   else ""))
+
+
+def _check_set(run, check, spec: PreprocessSpec, outputs: str) -> dict:
+    """The first CHECK_IMAGES check images at the model's size, as JPEG, with the reference's probabilities
+    (`run`: the source model) on exactly the pixels they decode to."""
     chosen = list(check)[:checkset.CHECK_IMAGES]
     blobs, decoded = checkset.encode([pixels(image, spec) for image in chosen])
     inputs = np.concatenate([from_pixels(p, spec) for p in decoded])
-    reference = probabilities(np.asarray(model.predict(inputs, batch_size=32, verbose=0)), outputs)
+    reference = probabilities(run(inputs), outputs)
     return {"blobs": blobs, "pixels": decoded, "reference": reference, "sha256": checkset.digest(decoded)}

@@ -116,6 +116,9 @@ class LiteRTBackend:
         except Exception as exc:  # a damaged flatbuffer fails in many ways (struct.error, IndexError, ...)
             raise EdgeliteError(f"{self.path}: unreadable metadata entry {key!r} ({one_line(exc)})") from None
 
+    def producer(self) -> str | None:
+        return None  # a .tflite does not say what made it
+
     def standard_metadata(self, labels: bool = True) -> dict | None:
         """Standard TFLite Metadata (labels, normalisation, colour space), as Model Maker, TF Hub,
         MediaPipe and Coral models carry it (labels=False: without reading the labels file)."""
@@ -221,6 +224,13 @@ class OnnxBackend:
 
     def standard_metadata(self, labels: bool = True) -> None:
         return None  # standard TFLite Metadata is a TFLite thing
+
+    def producer(self) -> str | None:
+        """The model's producer_name ("pytorch" from torch.onnx, "tf2onnx"...): runtime/resolve.py PRODUCERS."""
+        try:
+            return self.session.get_modelmeta().producer_name
+        except UnicodeDecodeError:
+            return None
 
     def check_set(self) -> bytes | None:
         import base64

@@ -120,6 +120,13 @@ def unpack(payload: bytes) -> tuple[list[bytes], np.ndarray, np.ndarray]:
         raise EdgeliteError(f"the check set is unreadable ({one_line(exc)}): the artifact is damaged") from None
 
 
+def reference_name(metadata: dict) -> str:
+    """What the check set's probabilities came from: Keras, or a source from outside Keras (an ONNX or PyTorch
+    model: onnxruntime or torch ran it at export), named by its producer."""
+    producer = (metadata.get("source") or {}).get("producer")
+    return f"the source ({producer})" if producer else "Keras"
+
+
 def verify(classifier, min_agreement: float | None = None) -> dict:
     """Run the artifact's check set on this machine; figures and a verdict against the gate."""
     payload = classifier.backend.check_set()
@@ -134,6 +141,7 @@ def verify(classifier, min_agreement: float | None = None) -> dict:
     gate = min_agreement if min_agreement is not None else at_export.get("min_agreement")
     return {
         "model": str(classifier.path),
+        "reference": reference_name(classifier.metadata),
         **{k: figures[k] for k in ("images", "top1_agreement", "agreement", "near_tie", "near_ties_flipped",
                                    "dead_outputs", "max_abs_diff")},
         "same_top1_as_export": float(np.mean(scores.argmax(1) == exported.argmax(1))),

@@ -15,7 +15,7 @@ from .backends import open_backend
 from .errors import BrokenModel, EdgeliteError
 from .files import read_json
 from .preprocess import PreprocessSpec, from_pixels, quantize, to_input
-from .resolve import geometry, normalisation_fields, pixel_fields, resolve_spec
+from .resolve import geometry, normalisation_fields, pixel_fields, producer_facts, resolve_spec
 
 
 class Prediction(NamedTuple):
@@ -169,6 +169,8 @@ class Classifier:
             world = "tflite"
         elif carried is None and self.path.suffix.lower() == ".tflite":
             world = "tflite"
+        elif carried is None:  # an ONNX file edgelite did not make: what its producer implies (torch.onnx's)
+            carried, world = producer_facts(self.backend.producer())
         return resolve_spec(self.path.name, world, carried, geometry(self.input.shape, self.path.name), preprocess)
 
     def label(self, index: int) -> str:

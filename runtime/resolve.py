@@ -27,8 +27,20 @@ WORLDS = {
     "tflite": {"resize": "stretch", "antialias": False},  # Task Library, MediaPipe, Coral: whole frame, RESIZE_BILINEAR
     "keras": {"resize": "stretch", "antialias": False},  # image_dataset_from_directory: whole frame, tf.image.resize
     "imagenet": {"resize": "crop", "crop_fraction": 0.875, "antialias": True},  # keras.applications evaluation
+    # torchvision's evaluation transforms: shorter side to 256, centre 224 (0.875), bilinear with antialias
+    "torch": {"resize": "crop", "crop_fraction": 0.875, "antialias": True},
 }
+# an ONNX file's producer_name -> (carried fields, world): torch.onnx writes "pytorch" (both exporters);
+# tf2onnx ("tf2onnx") and others say nothing of the pixels
+PRODUCERS = {"pytorch": ({"preset": "torch"}, "torch")}
 NORMALISATION = ("preset", "mean", "std", "channel_order")
+
+
+def producer_facts(producer_name: str | None) -> tuple[dict | None, str | None]:
+    """What an ONNX file's producer tells of its preprocessing: a torch-made model gets torchvision's
+    evaluation convention (ImageNet mean/std, the 0.875 centre crop); any other producer nothing."""
+    carried, world = PRODUCERS.get((producer_name or "").strip().lower(), (None, None))
+    return (dict(carried) if carried else None), world
 
 
 def user_fields(preprocess) -> dict:

