@@ -42,6 +42,9 @@ def add(sub) -> None:
                    help="leave an artifact below its gate as it is (default: per-layer report, then the fewest "
                         "layers kept in float that pass)")
     p.add_argument("--unsafe", action="store_true", help="allow Keras to load arbitrary code (lambda layers)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input size for a model whose input size is dynamic (default: its family's, e.g. 224 224 "
+                        "for MobileNetV3)")
     p.add_argument("--output", help="for a model with several outputs: the class scores (name or index)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(run=run)
@@ -66,7 +69,7 @@ def run(args) -> int:
                      force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
                      weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
                      mirror=not args.no_calib_mirror, rescue=not args.no_rescue, output=args.output,
-                     near_tie=args.near_tie, done=lambda artifact: print(artifact.summary(), flush=True))
+                     near_tie=args.near_tie, size=args.size, done=lambda artifact: print(artifact.summary(), flush=True))
     failed = [a.format for a in result.artifacts if not a.passed]
     if failed:
         print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",

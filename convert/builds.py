@@ -19,10 +19,30 @@ class Builds:
     tmp: Path
     calib: np.ndarray | None  # float NHWC calibration samples
     nchw: bool  # ONNX with NCHW input
+    logits: bool = False  # the model is the user's without its final softmax (Builds.int8)
     float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (dynamic_range.float_depthwise)
     _float_means: dict | None = None
     _dynamic_layers: object = None
     _saved_model: Path | bool | None = None
+    _int8: "Builds | None" = None
+
+    def int8(self) -> "Builds":
+        """What the int8 formats are built from: the model without its final softmax where it ends in one
+        (keras_variants.without_softmax), so that the int8 file's last tensor is the logits at their own scale
+        and the softmax runs in float on the device (`outputs: logits` in its metadata); an int8 SOFTMAX has
+        its output scale fixed at 1/256, which rounds a weak or many-class model's probabilities (about 0.001
+        each over 1000 classes) to ties or zeros. Else these builds themselves."""
+        if self._int8 is None:
+            from .keras_variants import without_softmax
+
+            sample = self.calib[:2] if self.calib is not None else None
+            logits = without_softmax(self.model, sample) if sample is not None else None
+            if logits is None:
+                self._int8 = self
+            else:
+                (self.tmp / "logits").mkdir(exist_ok=True)
+                self._int8 = Builds(logits, self.tmp / "logits", self.calib, self.nchw, logits=True)
+        return self._int8
 
     def calibration_batches(self):
         return (self.calib[i:i + 1] for i in range(len(self.calib)))

@@ -16,12 +16,13 @@ from edgelite.classifier import are_probabilities, scores_from_output
 from edgelite.errors import EdgeliteError
 from edgelite.files import prepare_out_dir, staging_dir
 from edgelite.parity import NEAR_TIE
-from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
+from edgelite.preprocess import PreprocessSpec, batch, describe, from_pixels, pixels
 
 from .builds import Builds
 from .exporter import Artifact, CheckData, Exporter, Gate
 from .loading import import_tensorflow, load_model, source_of
-from .keras_facts import keras_facts, keras_spec, resolve_labels
+from .keras_facts import keras_facts, keras_spec, preprocessing_reason, resolve_labels
+from .keras_variants import fixed_input
 
 log = logging.getLogger(__name__)
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
@@ -46,7 +47,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
             unsafe: bool = False, thresholds: dict | None = None, io_type: str = "int8",
             nchw: bool = False, weights: str | None = None, mirror: bool = True, verbose: bool = True,
             rescue: bool = True, output: int | str | None = None, near_tie: float = NEAR_TIE,
-            done: Callable[[Artifact], None] | None = None) -> Conversion:
+            done: Callable[[Artifact], None] | None = None, size: tuple[int, int] | None = None) -> Conversion:
     """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
 
     `model_path` is a model file or folder, or an application name ("mobilenetv2") with
@@ -59,7 +60,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     125 photos: int8 agreement 97.6 % -> 99.2 % for TFLite and for ONNX). An int8 or dynamic-range artifact
     below its gate is `rescue`d: a per-layer error report, then the fewest layers kept in float that pass.
     Each artifact carries a check set (`edgelite verify` on the device). `done(artifact)` is called as each
-    format is finished (default: its summary line is logged).
+    format is finished (default: its summary line is logged). `size` (height, width) fixes a dynamic input size
+    (default: the family's evaluation size, keras_facts.family_size).
     """
     model_path = Path(model_path)
     unknown = [f for f in formats if f not in FORMATS]
@@ -73,11 +75,12 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     needs_calibration = needs_calibration or ("tflite-dynamic" in formats and rescue and bool(calibration))
     out_dir = prepare_out_dir(out_dir, force)
     import_tensorflow()
-    model = choose_output(load_model(model_path, unsafe, weights), output)
+    model = fixed_input(choose_output(load_model(model_path, unsafe, weights), output), size)
     source = source_of(model_path, weights)
     known_path = model_path if model_path.exists() else None
     facts = keras_facts(model, known_path)
     spec = keras_spec(model, known_path, preprocess, facts)
+    log.info(f"preprocessing: {describe(spec)}{preprocessing_reason(facts, preprocess)}")
     units = int(model.outputs[0].shape[-1])
     classes = 2 if units == 1 else units  # a one-unit head (sigmoid or logit) is two classes
     labels = resolve_labels(known_path, labels, classes)
