@@ -69,7 +69,8 @@ def run(args) -> int:
                      force=args.force, unsafe=args.unsafe, io_type=args.io_type, nchw=args.nchw,
                      weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
                      mirror=not args.no_calib_mirror, rescue=not args.no_rescue, output=args.output,
-                     near_tie=args.near_tie, size=args.size, done=lambda artifact: print(artifact.summary(), flush=True))
+                     near_tie=args.near_tie, size=args.size,
+                     done=lambda artifact: print(artifact.summary(), flush=True))
     failed = [a.format for a in result.artifacts if not a.passed]
     if failed:
         print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",

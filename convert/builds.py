@@ -3,6 +3,9 @@ tf2onnx export, the SavedModel, the float TFLite conversions, the calibrated mod
 input means, the dynamic-range model's layers."""
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ class Builds:
     calib: np.ndarray | None  # float NHWC calibration samples
     nchw: bool  # ONNX with NCHW input
     logits: bool = False  # the model is the user's without its final softmax (Builds.int8)
+    progress: object = None  # a text stream for the long steps' progress bars (converters' chatter is silenced)
     float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (dynamic_range.float_depthwise)
     _float_means: dict | None = None
     _dynamic_layers: object = None
@@ -41,11 +45,22 @@ class Builds:
                 self._int8 = self
             else:
                 (self.tmp / "logits").mkdir(exist_ok=True)
-                self._int8 = Builds(logits, self.tmp / "logits", self.calib, self.nchw, logits=True)
+                self._int8 = Builds(logits, self.tmp / "logits", self.calib, self.nchw, logits=True,
+                                    progress=self.progress)
         return self._int8
 
     def calibration_batches(self):
         return (self.calib[i:i + 1] for i in range(len(self.calib)))
+
+    def batches(self, step: str):
+        """`calibration_batches` for a long step (int8 calibration, bias correction): a progress bar with its
+        rate and an estimate of what is left on the `progress` stream, when there is one."""
+        if self.progress is None:
+            return self.calibration_batches
+        from tqdm import tqdm
+
+        return lambda: tqdm(self.calibration_batches(), desc=step, total=len(self.calib), file=self.progress,
+                            leave=False, mininterval=1.0, unit="image")
 
     def onnx_fp32(self) -> Path:
         """The tf2onnx export, made once and shared by onnx-fp32 and onnx-int8."""
@@ -89,7 +104,7 @@ class Builds:
         path = self.tmp / "calibrated.tflite"
         if not path.exists():
             with quiet():
-                path.write_bytes(tflite.calibrate(self.tflite_fp32(), self.calibration_batches))
+                path.write_bytes(tflite.calibrate(self.tflite_fp32(), self.batches("TFLite int8 calibration")))
         return path.read_bytes()
 
     def float_means(self) -> dict:
@@ -97,7 +112,7 @@ class Builds:
         build (the first, each rescue try) corrects its biases with them."""
         if self._float_means is None:
             with quiet():
-                self._float_means = bias.input_means(self.tflite_fp32(), self.calibration_batches)
+                self._float_means = bias.input_means(self.tflite_fp32(), self.batches("int8 bias correction"))
         return self._float_means
 
     def dynamic_layers(self):
@@ -107,3 +122,19 @@ class Builds:
 
             self._dynamic_layers = DynamicLayers(self.tflite_dynamic(), self.tflite_fp32())
         return self._dynamic_layers
+
+
+@contextlib.contextmanager
+def progress_stream(verbose: bool):
+    """Where the long steps' progress bars go: this process's stderr as it is now, kept open while the
+    converters' chatter is silenced (quiet() points file descriptor 2 elsewhere); None when not verbose."""
+    if not verbose:
+        yield None
+        return
+    try:
+        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError):  # a stderr with no file descriptor (captured): as it is
+        yield sys.stderr
+        return
+    with stream:
+        yield stream

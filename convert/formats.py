@@ -112,7 +112,8 @@ class OnnxFormat:
                 shutil.copyfile(self.builds.onnx_fp32(), staged)
             else:
                 recipe.update(onnx_export.quantize_int8(self.builds.int8().onnx_fp32(), staged,
-                                                        self.builds.calibration_batches, exclude, method))
+                                                        self.builds.batches("ONNX int8 calibration"), exclude,
+                                                        method))
         return recipe
 
     def embed(self, staged: Path, meta: dict, extra: dict | None = None) -> None:

@@ -52,23 +52,27 @@ def without_softmax(model, sample: np.ndarray):
     activation becomes the same layer with a linear one, sharing its weights; a final Softmax or
     Activation("softmax") layer is left out), or None where the model does not end in a softmax of one
     layer. Checked on `sample`: the softmax of its output must be the model's output."""
-    layers = graph.attempt(lambda: list(model.layers), [])
-    if not layers or len(model.outputs) != 1:
+    outputs = graph.attempt(lambda: list(model.outputs), [])
+    history = getattr(outputs[0], "_keras_history", None) if len(outputs) == 1 else None
+    if history is None:
         return None
-    last = layers[-1]
-    if graph.key(model.outputs[0]) != graph.key(graph.attempt(lambda: last.output, None)):
+    last = history[0]  # the layer that made the output, at the node that made it (a layer may have several)
+    nodes = graph.attempt(lambda: last._inbound_nodes, [])
+    inputs = graph.node_inputs(nodes[history[1]]) if history[1] < len(nodes) else []
+    if len(inputs) != 1:
         return None
     library, kind = _library(model), type(last).__name__
+    entry = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     activation = getattr(last, "activation", None)
     name = getattr(activation, "__name__", str(activation or "")).lower()
     try:
         if kind == "Softmax" or (kind == "Activation" and "softmax" in name):
-            logits = library.Model(model.inputs, last.input, name=model.name)
+            logits = library.Model(entry, inputs[0], name=model.name)
         elif "softmax" in name and last.get_weights():
             head = type(last).from_config({**last.get_config(), "activation": "linear", "name": f"{last.name}_logits"})
-            outputs = head(last.input)
+            outputs = head(inputs[0])
             head.set_weights(last.get_weights())
-            logits = library.Model(model.inputs, outputs, name=model.name)
+            logits = library.Model(entry, outputs, name=model.name)
         else:
             return None
         z = np.asarray(logits(sample, training=False), np.float64).reshape(len(sample), -1)

@@ -18,7 +18,7 @@ from edgelite.files import prepare_out_dir, staging_dir
 from edgelite.parity import NEAR_TIE
 from edgelite.preprocess import PreprocessSpec, batch, describe, from_pixels, pixels
 
-from .builds import Builds
+from .builds import Builds, progress_stream
 from .exporter import Artifact, CheckData, Exporter, Gate
 from .loading import import_tensorflow, load_model, source_of
 from .keras_facts import keras_facts, keras_spec, preprocessing_reason, resolve_labels
@@ -107,8 +107,9 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     if calib is not None:
         document["calibration"] = {"images": len(calibration), "with_mirror_images": mirror}
     artifacts = []
-    with staging_dir(out_dir, ".convert-") as tmp:
-        exporter = Exporter(Builds(model, Path(tmp), calib, nchw), io_type=io_type, out_dir=out_dir,
+    with staging_dir(out_dir, ".convert-") as tmp, progress_stream(verbose) as progress:
+        builds = Builds(model, Path(tmp), calib, nchw, progress=progress)
+        exporter = Exporter(builds, io_type=io_type, out_dir=out_dir,
                             stem=Path(source["file"]).stem, checks=CheckData(checks, reference, check_set),
                             document=document, gate=Gate(thresholds, near_tie, rescue), force=force)
         for fmt in formats:

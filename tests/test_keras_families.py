@@ -88,6 +88,7 @@ def test_a_dynamic_input_model_converts_at_the_size_given(digits, tmp_path):
         clf = Classifier(tmp_path / "out" / name)
         assert tuple(clf.input.shape[1:3]) == (32, 40) and tuple(clf.spec.size) == (32, 40)
         assert clf.metadata["parity"]["agreement"] >= 0.95
+        assert clf.metadata["outputs"] == ("logits" if "int8" in name else "probabilities")  # the fixed model's head
 
 
 def test_a_dynamic_input_without_a_size_is_one_line(digits, tmp_path):
