@@ -106,3 +106,48 @@ def _load(path):
     import keras
 
     return keras.saving.load_model(path, compile=False)
+
+
+def test_tf2onnx_gets_a_graph_it_can_convert(tmp_path):
+    """What broke tf2onnx on EfficientNet and ConvNeXt, in one small model: a Normalization layer (Keras 3 keeps
+    its mean and variance as plain captured tensors), a grouped convolution (Keras 3 runs it as an XLA function
+    call on CPU) and exact GELU (Erfc)."""
+    import keras
+    import onnxruntime as ort
+
+    from edgelite.convert.onnx_export import to_onnx
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3000.0, 2900.0, 2800.0])(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, groups=8)(x)  # depthwise as ConvNeXt writes it
+    x = keras.layers.Dense(16, activation=keras.activations.gelu)(x)  # approximate=False: Erfc
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
+    path = to_onnx(model, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]  # the constants are no inputs
+    x = np.random.default_rng(0).uniform(0, 255, (3, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], np.asarray(model(x)), atol=1e-5)
+
+
+def test_keras_application_families_are_resized_one_way():
+    """A family that normalises inside (EfficientNet, MobileNetV3, ConvNeXt) is resized as one that does not
+    (ResNet): as keras.applications evaluates them, centre crop 0.875 with antialiasing; another Keras model with
+    the same layers gets the whole frame."""
+    import keras
+
+    from edgelite.convert.keras_facts import keras_spec
+
+    def model(name, normalise):
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Rescaling(1 / 255)(inputs) if normalise else inputs
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+        return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x), name=name)
+
+    for name, normalise in (("efficientnetb0", True), ("convnext_tiny", True), ("resnet50", False)):
+        spec = keras_spec(model(name, normalise), None, None)
+        assert (spec.resize, spec.crop_fraction, spec.antialias) == ("crop", 0.875, True), name
+    spec = keras_spec(model("my_cnn", True), None, None)
+    assert (spec.resize, spec.antialias, spec.preset) == ("stretch", False, "raw")
