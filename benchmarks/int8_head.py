@@ -6,7 +6,8 @@ int8 logits at their own scale with the softmax in float after them (what `conve
 Converts the shared MobileNetV2 (default) to tflite-int8 and onnx-int8 both ways, calibrated on
 imagenet-sample's calibration half, checked on its held-back half plus big-cats photos (none used for
 calibration), no rescue. Prints per file: strict top-1 agreement with Keras (whose fp32 export agrees with it to
-1e-5), images whose top-1 is an exact tie in the file's scores, dead outputs, XNNPACK delegate partitions, and
+1e-5), total variation between the file's and Keras's probabilities (mean over images), images whose top-1 is
+an exact tie in the file's scores, dead outputs, XNNPACK delegate partitions, and
 ms per image (one thread, each file timed alone in alternating rounds: edgelite.timing). Writes int8_head.json.
 """
 from __future__ import annotations
@@ -66,14 +67,16 @@ def run(args) -> int:
                                       "strict_top1": a.parity["top1_agreement"],
                                       "exact_ties": int(np.sum(top[:, -1] == top[:, -2])),
                                       "dead_outputs": a.parity["dead_outputs"],
+                                      "total_variation": a.parity["total_variation"],
                                       "partitions": _partitions(a.path) if a.format == "tflite-int8" else None}
     tflites = {key: opener(row["path"], 1) for key, row in rows.items() if key[0] == "tflite-int8"}
     for key, turns in measure(tflites, args.rounds, 20).items():
         rows[key]["ms"] = summary(turns)["ms"]
     print(f"{len(check)} check images; strict top-1 agreement with Keras")
-    print(f"{'file':12s} {'head':13s} {'strict':>7s} {'ties':>5s} {'dead':>5s} {'parts':>5s} {'ms':>6s}")
+    print(f"{'file':12s} {'head':13s} {'strict':>7s} {'TV':>6s} {'ties':>5s} {'dead':>5s} {'parts':>5s} {'ms':>6s}")
     for row in rows.values():
-        print(f"{row['format']:12s} {row['head']:13s} {row['strict_top1']:7.1%} {row['exact_ties']:5d} "
+        print(f"{row['format']:12s} {row['head']:13s} {row['strict_top1']:7.1%} {row['total_variation']:6.3f} "
+              f"{row['exact_ties']:5d} "
               f"{row['dead_outputs']:5d} {row['partitions'] if row['partitions'] is not None else '-':>5} "
               f"{row['ms'] if 'ms' in row else float('nan'):6.2f}")
     write_atomic(out / "int8_head.json", json.dumps({"check_images": len(check), "rows": list(rows.values())},

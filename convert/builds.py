@@ -4,6 +4,7 @@ input means, the dynamic-range model's layers."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from dataclasses import dataclass
@@ -133,8 +134,8 @@ def progress_stream(verbose: bool):
         return
     try:
         stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
-    except (AttributeError, OSError, ValueError):  # a stderr with no file descriptor (captured): as it is
-        yield sys.stderr
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):  # a stderr with no descriptor (captured)
+        yield None
         return
     with stream:
         yield stream
