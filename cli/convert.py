@@ -43,10 +43,12 @@ def add(sub) -> None:
                    help="leave an artifact below its gate as it is (default: per-layer report, then the fewest "
                         "layers kept in float that pass)")
     p.add_argument("--unsafe", action="store_true", help="allow Keras to load arbitrary code (lambda layers)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input size for a model whose input size is dynamic (a Keras application family's default "
+                        "when not given, e.g. 224 224 for MobileNetV3; needed for other dynamic models, ONNX and "
+                        "TorchScript files)")
     p.add_argument("--output", help="for a model with several outputs: the class scores (name or index)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                   help="input height and width for a model whose input size is dynamic")
     p.set_defaults(run=run)
 
 

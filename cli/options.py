@@ -28,14 +28,6 @@ def preprocess_choice(args) -> dict | None:
     return chosen or None
 
 
-def describe(spec) -> str:
-    """One line: what a prediction's pixels went through."""
-    resize = f"centre crop {spec.crop_fraction:g}" if spec.resize == "crop" else "whole frame"
-    norm = spec.preset if spec.preset != "custom" else f"mean {list(spec.mean)} std {list(spec.std)}"
-    return (f"{spec.size[0]}x{spec.size[1]} {'gray' if spec.channels == 1 else spec.channel_order}, {resize}, "
-            f"bilinear {'with' if spec.antialias else 'without'} antialias, {norm}, {spec.layout}")
-
-
 def model_choice(model: str, backend: str | None = None, threads: int | None = None) -> dict:
     """A model argument as Classifier keywords: a file as given; a bundle folder (edgelite bundle) as the
     choice `edgelite tune` recorded there (tuning first when there is none for this machine), with the

@@ -6,7 +6,7 @@ import sys
 
 from edgelite.errors import EdgeliteError
 
-from .options import describe, model_choice, preprocess_choice, preprocessing_options
+from .options import model_choice, preprocess_choice, preprocessing_options
 from .ray_options import add_ray_options
 
 
@@ -35,6 +35,7 @@ def add(sub) -> None:
 def run(args) -> int:
     from edgelite.classifier import Classifier
     from edgelite.files import find_images
+    from edgelite.preprocess import describe
 
     if args.ray is not None:
         return run_on_ray(args)
@@ -103,6 +104,7 @@ def run_on_ray(args) -> int:
     if not args.images:
         raise EdgeliteError("give images (files, folders or globs)")
     from edgelite.cluster import predict_files
+    from edgelite.preprocess import describe
 
     def ready(classifier) -> None:
         if not args.json:

@@ -3,6 +3,10 @@ tf2onnx export, the SavedModel, the float TFLite conversions, the calibrated mod
 input means, the dynamic-range model's layers."""
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +23,45 @@ class Builds:
     tmp: Path
     calib: np.ndarray | None  # float NHWC calibration samples
     nchw: bool  # ONNX with NCHW input
+    logits: bool = False  # the model is the user's without its final softmax (Builds.int8)
+    progress: object = None  # a text stream for the long steps' progress bars (converters' chatter is silenced)
     float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (dynamic_range.float_depthwise)
     _float_means: dict | None = None
     _dynamic_layers: object = None
     _saved_model: Path | bool | None = None
+    _int8: "Builds | None" = None
+
+    def int8(self) -> "Builds":
+        """What the int8 formats are built from: the model without its final softmax where it ends in one
+        (keras_variants.without_softmax), so that the int8 file's last tensor is the logits at their own scale
+        and the softmax runs in float on the device (`outputs: logits` in its metadata); an int8 SOFTMAX has
+        its output scale fixed at 1/256, which rounds a weak or many-class model's probabilities (about 0.001
+        each over 1000 classes) to ties or zeros. Else these builds themselves."""
+        if self._int8 is None:
+            from .keras_variants import without_softmax
+
+            sample = self.calib[:2] if self.calib is not None else None
+            logits = without_softmax(self.model, sample) if sample is not None else None
+            if logits is None:
+                self._int8 = self
+            else:
+                (self.tmp / "logits").mkdir(exist_ok=True)
+                self._int8 = Builds(logits, self.tmp / "logits", self.calib, self.nchw, logits=True,
+                                    progress=self.progress)
+        return self._int8
 
     def calibration_batches(self):
         return (self.calib[i:i + 1] for i in range(len(self.calib)))
+
+    def batches(self, step: str):
+        """`calibration_batches` for a long step (int8 calibration, bias correction): a progress bar with its
+        rate and an estimate of what is left on the `progress` stream, when there is one."""
+        if self.progress is None:
+            return self.calibration_batches
+        from tqdm import tqdm
+
+        return lambda: tqdm(self.calibration_batches(), desc=step, total=len(self.calib), file=self.progress,
+                            leave=False, mininterval=1.0, unit="image")
 
     def onnx_fp32(self) -> Path:
         """The tf2onnx export, made once and shared by onnx-fp32 and onnx-int8."""
@@ -69,7 +105,7 @@ class Builds:
         path = self.tmp / "calibrated.tflite"
         if not path.exists():
             with quiet():
-                path.write_bytes(tflite.calibrate(self.tflite_fp32(), self.calibration_batches))
+                path.write_bytes(tflite.calibrate(self.tflite_fp32(), self.batches("TFLite int8 calibration")))
         return path.read_bytes()
 
     def float_means(self) -> dict:
@@ -77,7 +113,7 @@ class Builds:
         build (the first, each rescue try) corrects its biases with them."""
         if self._float_means is None:
             with quiet():
-                self._float_means = bias.input_means(self.tflite_fp32(), self.calibration_batches)
+                self._float_means = bias.input_means(self.tflite_fp32(), self.batches("int8 bias correction"))
         return self._float_means
 
     def dynamic_layers(self):
@@ -87,3 +123,19 @@ class Builds:
 
             self._dynamic_layers = DynamicLayers(self.tflite_dynamic(), self.tflite_fp32())
         return self._dynamic_layers
+
+
+@contextlib.contextmanager
+def progress_stream(verbose: bool):
+    """Where the long steps' progress bars go: this process's stderr as it is now, kept open while the
+    converters' chatter is silenced (quiet() points file descriptor 2 elsewhere); None when not verbose."""
+    if not verbose:
+        yield None
+        return
+    try:
+        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):  # a stderr with no descriptor (captured)
+        yield None
+        return
+    with stream:
+        yield stream

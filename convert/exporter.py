@@ -24,7 +24,7 @@ from edgelite.timing import time_calls
 
 from .builds import Builds
 from .fallback import fallback_search
-from .formats import formats
+from .formats import formats, outputs
 from .layer_report import write_report
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ class Exporter:
     def metadata(self, form, precision: str, recipe: dict) -> dict:
         spec = {**self.document["preprocess"], **({"layout": "NCHW"} if form.family == "onnx" and self.builds.nchw
                                                   else {})}
-        return {**self.document, "format": f"{form.family}-{precision}", "preprocess": spec, "quantization": recipe}
+        return {**self.document, "format": f"{form.family}-{precision}", "preprocess": spec, "quantization": recipe,
+                "outputs": outputs(self.builds, precision, self.document["outputs"])}
 
     def measure(self, staged: Path, form, precision: str, recipe: dict):
         """Probabilities on the check images from the file as the device opens it: metadata inside,

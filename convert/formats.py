@@ -30,13 +30,16 @@ class TFLiteFormat:
         if precision == "int8":
             recipe.update(activations="int8", calibration_samples=len(self.builds.calib), io=self.io_type,
                           method="TFLiteConverter full-integer post-training quantization: per-channel int8 "
-                                 "weights, int8 activations, min/max calibration")
+                                 "weights, int8 activations, min/max calibration",
+                          **_head(self.builds))
         return recipe
 
     def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str = "minmax") -> dict:
         """Write the bare converted model to `staged`; returns its recipe. `exclude` (layers kept in float) and
         `method` ("bias_correction" for dynamic range) are a rescue's."""
         builds, recipe = self.builds, self.recipe(precision)
+        if precision == "int8":
+            builds = builds.int8()  # the logits where the model ends in a softmax
         corrected = precision == "int8" or method == "bias_correction"  # dynamic range: a rescue's try
         if corrected and builds.calib is None:
             raise EdgeliteError("full int8 and bias correction need calibration images")
@@ -86,7 +89,7 @@ class TFLiteFormat:
             return tflite_dynamic_layer_report(self.builds.tflite_dynamic(), self.builds.tflite_fp32(), sample)
         from .tflite_layer_error import tflite_layer_report
 
-        return tflite_layer_report(self.builds.calibrated(), sample, self.io_type)
+        return tflite_layer_report(self.builds.int8().calibrated(), sample, self.io_type)
 
 
 class OnnxFormat:
@@ -100,7 +103,8 @@ class OnnxFormat:
     def recipe(self, precision: str) -> dict:
         recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
         if precision == "int8":
-            recipe.update(activations="uint8", calibration_samples=len(self.builds.calib), io="float32")
+            recipe.update(activations="uint8", calibration_samples=len(self.builds.calib), io="float32",
+                          **_head(self.builds))
         recipe.update(opset=onnx_export.OPSET, layout="NCHW" if self.builds.nchw else "NHWC")
         return recipe
 
@@ -112,8 +116,10 @@ class OnnxFormat:
             if precision == "fp32":
                 shutil.copyfile(self.builds.onnx_fp32(), staged)
             else:
-                batches = lambda: (self.inputs(b) for b in self.builds.calibration_batches())  # noqa: E731 (NCHW too)
-                recipe.update(onnx_export.quantize_int8(self.builds.onnx_fp32(), staged, batches, exclude, method))
+                batches = self.builds.batches("ONNX int8 calibration")
+                recipe.update(onnx_export.quantize_int8(self.builds.int8().onnx_fp32(), staged,
+                                                        lambda: (self.inputs(b) for b in batches()),  # NCHW too
+                                                        exclude, method))
         return recipe
 
     def embed(self, staged: Path, meta: dict, extra: dict | None = None) -> None:
@@ -132,7 +138,18 @@ class OnnxFormat:
     def layer_report(self, precision: str, staged: Path, sample: np.ndarray) -> list[dict]:
         from .onnx_layer_error import onnx_layer_report
 
-        return onnx_layer_report(self.builds.onnx_fp32(), staged, sample, "input")
+        return onnx_layer_report(self.builds.int8().onnx_fp32(), staged, sample, "input")
+
+
+def _head(builds: Builds) -> dict:
+    """An int8 recipe's head: the logits in int8 and the softmax in float after them, where the model ends in
+    a softmax (Builds.int8)."""
+    return {"head": "int8 logits, softmax in float"} if builds.int8().logits else {}
+
+
+def outputs(builds: Builds, precision: str, document_outputs: str) -> str:
+    """What an artifact's output holds: an int8 one built from the logits holds logits."""
+    return "logits" if precision == "int8" and builds.int8().logits else document_outputs
 
 
 def formats(builds: Builds, io_type: str) -> dict:

@@ -30,6 +30,23 @@ FAMILIES = [
 ]
 
 
+# the input size of a family's ImageNet evaluation (keras.applications' default with weights="imagenet"), for
+# models built with a dynamic one (MobileNetV3's default); most families use 224
+SIZES = [("efficientnetv2b1", 240), ("efficientnetv2b2", 260), ("efficientnetv2b3", 300), ("efficientnetv2s", 384),
+         ("efficientnetv2m", 480), ("efficientnetv2l", 480), ("efficientnetb1", 240), ("efficientnetb2", 260),
+         ("efficientnetb3", 300), ("efficientnetb4", 380), ("efficientnetb5", 456), ("efficientnetb6", 528),
+         ("efficientnetb7", 600), ("nasnetlarge", 331), ("inception", 299), ("xception", 299)]
+
+
+def family_size(name: str) -> tuple[int, int] | None:
+    """The evaluation size of a keras.applications family recognised by `name`, None for other models."""
+    key = _key(name)
+    if family_preset(name) is None:
+        return None
+    size = next((size for family, size in SIZES if family in key), 224)
+    return size, size
+
+
 def input_geometry(model) -> dict:
     """Size, layout and channels of a Keras model's image input (channels last: [N, H, W, 3|1] or [N, H, W])."""
     found = geometry(tuple(model.inputs[0].shape), model.name)
@@ -39,25 +56,47 @@ def input_geometry(model) -> dict:
     return found
 
 
+def _key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
 def family_preset(name: str) -> str | None:
-    key = name.lower().replace("_", "").replace("-", "")
+    key = _key(name)
     return next((preset for family, preset in FAMILIES if family in key), None)
 
 
 def keras_facts(model, model_path: Path | None) -> tuple[dict | None, str, dict | None]:
     """(carried fields, world, normalisation inside the model) for the one resolver: the spec recorded
     at training time; else Rescaling/Normalization layers at the input (the model then takes raw pixels);
-    else the keras.applications family (ImageNet centre crop); else the Keras world's whole frame."""
+    else the keras.applications family's preprocess_input. The resize: a keras.applications family (by name,
+    normalising inside or not) is resized as its ImageNet evaluation is (centre crop 0.875, antialias: the
+    "imagenet" world), any other Keras model as image_dataset_from_directory does (whole frame)."""
     recorded = (read_sidecar(model_path) if model_path else None) or {}
     if "preprocess" in recorded:
         return recorded["preprocess"], "keras", None
     inside = input_normalisation(model)
-    if inside:
-        return {"preset": "raw"}, "keras", inside
     preset = family_preset(model.name)
+    # a keras.applications family is evaluated one way whether it normalises inside or not (EfficientNet,
+    # MobileNetV3, ConvNeXt do; ResNet, DenseNet, ... take preprocess_input outside): centre crop 0.875, antialias
+    world = "imagenet" if preset else "keras"
+    if inside:
+        return {"preset": "raw"}, world, inside
     if preset:
-        return {"preset": preset}, "imagenet", None
+        return {"preset": preset}, world, None
     return None, "keras", None
+
+
+def preprocessing_reason(facts: tuple, user) -> str:
+    """Why the preprocessing is what it is, for the line convert prints: " (...)" or ""."""
+    carried, world, inside = facts
+    said = ["as you said"] if user else []
+    if world == "imagenet":
+        said.append("keras.applications family: resized as its ImageNet evaluation")
+    if inside:
+        said.append("normalised inside the model: fed raw pixels")
+    elif carried and world == "keras":
+        said.append("as recorded beside the model")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def keras_spec(model, model_path: Path | None, preprocess, facts: tuple | None = None) -> PreprocessSpec:

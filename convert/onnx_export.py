@@ -11,13 +11,15 @@ import numpy as np
 from edgelite.backends import METADATA_KEY
 from edgelite.convert import bias
 from edgelite.errors import EdgeliteError, one_line
+from edgelite.quiet import quiet
+
+from .tf_graph import frozen_graph
 
 OPSET = 17
 
 
 def to_onnx(model, path: Path, nchw: bool = False) -> Path:
     """Convert with an explicit input signature (NHWC, or NCHW input on request)."""
-    import tensorflow as tf
     import tf2onnx
 
     shape = tuple(model.inputs[0].shape)
@@ -25,15 +27,34 @@ def to_onnx(model, path: Path, nchw: bool = False) -> Path:
         raise EdgeliteError(f"cannot export an input of shape {shape}: expected [N, H, W, C] or [N, H, W]")
     if nchw and len(shape) != 4:
         raise EdgeliteError("--nchw needs an input with a channel axis [N, H, W, C]")
-    signature = [tf.TensorSpec((None,) + shape[1:], tf.float32, name="input")]
-    # from_function on the traced call works for Keras 3 Sequential and functional models alike
-    function = tf.function(lambda input: model(input, training=False), input_signature=signature)
     try:
-        tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET, output_path=str(path),
-                                      inputs_as_nchw=["input:0"] if nchw else None)
+        graph_def, input_name, output_name = frozen_graph(model, (None,) + shape[1:])
+        with quiet():
+            tf2onnx.convert.from_graph_def(graph_def, input_names=[input_name], output_names=[output_name],
+                                           opset=OPSET, output_path=str(path),
+                                           tensors_to_rename={input_name: "input", output_name: "output_0"},
+                                           inputs_as_nchw=[input_name] if nchw else None)
+        _check_runnable(path)
+    except EdgeliteError as exc:
+        raise EdgeliteError(f"ONNX conversion failed: {exc}") from None
     except Exception as exc:
         raise EdgeliteError(f"ONNX conversion failed: {one_line(exc, last=True)}") from None
     return path
+
+
+def _check_runnable(path: Path) -> None:
+    """tf2onnx goes on past a TensorFlow op it cannot convert and leaves it in the file, which onnxruntime then
+    refuses to load with a long message: name those ops in one line instead."""
+    from collections import Counter
+
+    import onnx
+
+    model = onnx.load(str(path))
+    unknown = Counter(node.op_type for node in model.graph.node
+                      if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type))
+    if unknown:
+        raise EdgeliteError("tf2onnx left TensorFlow ops it has no ONNX conversion for: "
+                            + ", ".join(f"{op} x{count}" for op, count in unknown.most_common()))
 
 
 def quantize_int8(fp32_path: Path, path: Path, calibration: Callable[[], Iterable[np.ndarray]],

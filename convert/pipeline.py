@@ -16,13 +16,14 @@ from edgelite.classifier import are_probabilities, scores_from_output
 from edgelite.errors import EdgeliteError
 from edgelite.files import prepare_out_dir, staging_dir
 from edgelite.parity import NEAR_TIE
-from edgelite.preprocess import PreprocessSpec, batch, from_pixels, pixels
+from edgelite.preprocess import PreprocessSpec, batch, describe, from_pixels, pixels
 from edgelite.resolve import resolve_spec
 
-from .builds import Builds
+from .builds import Builds, progress_stream
 from .exporter import Artifact, CheckData, Exporter, Gate
 from .loading import import_tensorflow, load_model, load_source, source_of
-from .keras_facts import keras_facts, keras_spec, resolve_labels
+from .keras_facts import keras_facts, keras_spec, preprocessing_reason, resolve_labels
+from .keras_variants import fixed_input
 
 log = logging.getLogger(__name__)
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
@@ -67,7 +68,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     given as `model_path`, with `size` (H, W) or an `example` input, through torch.onnx) is rebuilt as a
     channels-last Keras model that every format is exported from, and the reference is the source itself
     (onnxruntime on the file, torch on the module): the gate, the check set and the rescue measure each
-    artifact against it. `size` (H, W) also fixes a dynamic input size.
+    artifact against it. `size` (H, W) fixes a dynamic input size (a Keras application family's evaluation
+    size by default: keras_facts.family_size).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -85,9 +87,10 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     source = source_of(model_path, weights) if model_path.exists() or foreign is None else {"file": model_path.name}
     known_path = model_path if model_path.exists() else None
     if foreign is None:
-        model = choose_output(load_model(model_path, unsafe, weights), output)
+        model = fixed_input(choose_output(load_model(model_path, unsafe, weights), output), size)
         facts = keras_facts(model, known_path)
         spec = keras_spec(model, known_path, preprocess, facts)
+        log.info(f"preprocessing: {describe(spec)}{preprocessing_reason(facts, preprocess)}")
         run = lambda x: np.asarray(model.predict(x, batch_size=32, verbose=0))  # noqa: E731
     else:
         model, run, facts = foreign.model, foreign.run, (None, None, None)
@@ -125,8 +128,9 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     if calib is not None:
         document["calibration"] = {"images": len(calibration), "with_mirror_images": mirror}
     artifacts = []
-    with staging_dir(out_dir, ".convert-") as tmp:
-        exporter = Exporter(Builds(model, Path(tmp), calib, nchw), io_type=io_type, out_dir=out_dir,
+    with staging_dir(out_dir, ".convert-") as tmp, progress_stream(verbose) as progress:
+        builds = Builds(model, Path(tmp), calib, nchw, progress=progress)
+        exporter = Exporter(builds, io_type=io_type, out_dir=out_dir,
                             stem=Path(source["file"]).stem, checks=CheckData(checks, reference, check_set),
                             document=document, gate=Gate(thresholds, near_tie, rescue), force=force)
         for fmt in formats:
@@ -182,16 +186,6 @@ def foreign_spec(model_path: Path, foreign, preprocess) -> PreprocessSpec:
         "--resize override)" if foreign.carried else "")
     log.info(f"preprocessing{said}: {describe(spec)}")
     return spec
-
-
-def describe(spec: PreprocessSpec) -> str:
-    """A spec in words: the channel order, the resize rule and the normalisation."""
-    height, width = spec.size
-    resize = (f"shorter side to {round(min(height, width) / spec.crop_fraction)}, centre {height}x{width}"
-              if spec.resize == "crop" else f"whole frame to {height}x{width}")
-    return (f"{spec.channel_order}, {resize}, bilinear{' with antialias' if spec.antialias else ''}, "
-            f"(pixel - {list(spec.mean)}) / {list(spec.std)}" + (f" [{spec.preset}]" if spec.preset != "custom"
-                                                                   else ""))
 
 
 def _check_set(run, check, spec: PreprocessSpec, outputs: str) -> dict:

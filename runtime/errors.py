@@ -28,7 +28,15 @@ def one_line(exc: BaseException, last: bool = False, limit: int = 300) -> str:
     """A library's exception as one short line: its first line (or last, for converters
     whose tracebacks-as-messages end with the cause)."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return (lines[-1] if last else lines[0])[:limit] if lines else type(exc).__name__
+    return shortened((lines[-1] if last else lines[0]).strip(), limit) if lines else type(exc).__name__
+
+
+def shortened(text: str, limit: int = 300) -> str:
+    """`text` within `limit` characters, cut at a word boundary and marked as cut, never mid-word."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 6].rsplit(" ", 1)[0].rstrip(" ,;:([{")
+    return f"{cut} (...)"
 
 
 def guarded(run: Callable[[], int | None], prog: str = "edgelite") -> int:

@@ -11,7 +11,8 @@ saturating u8 x s8 MobileNetV2 (92.0 % strict) is 93.6 % with near-ties counted,
 Nor is a dead output: a model whose softmax is about 0.001 everywhere (random weights, a weak 1000-class
 model) has every class within 0.05 of its top-1, and its int8 SOFTMAX (output steps of 1/256) printed 1000
 zeros, whose argmax is class 0; the absolute rule alone counted every such flip as a near-tie and passed the
-file at 100 %. Now an image whose artifact output is all one value never agrees (`dead_outputs` counts them),
+file at 100 %. Now an image whose artifact output is all one value never agrees (`dead_outputs` counts them;
+where Keras's own output is all one value, only such an artifact output agrees),
 and a class Keras scored at under half its top-1 is no near-tie, however small both are.
 """
 from __future__ import annotations
@@ -37,11 +38,14 @@ def parity(reference: np.ndarray, scores: np.ndarray, near_tie: float = NEAR_TIE
     kept = np.take_along_axis(scores, ref_top, axis=1) >= kth
     overlap = kept.mean(axis=1)
     diff = np.abs(reference - scores)
-    dead = scores.max(axis=1) == scores.min(axis=1)  # all one value: the artifact chose nothing
-    same = (ref_top[:, 0] == art_top[:, 0]) & ~dead
+    # all one value where Keras's is not: the artifact chose nothing (a Keras output dead itself, as a random
+    # MobileNetV3's softmax of exactly 0.001 everywhere, is matched by an artifact as dead: that agrees)
+    flat, flat_too = (a.max(axis=1) == a.min(axis=1) for a in (reference, scores))
+    dead = flat_too & ~flat
+    same = np.where(flat, flat_too, (ref_top[:, 0] == art_top[:, 0]) & ~dead)
     # how far below its own top-1 Keras scored the artifact's top-1
     top, chosen = reference.max(axis=1), np.take_along_axis(reference, art_top[:, :1], axis=1)[:, 0]
-    near = ~same & ~dead & (top - chosen <= near_tie) & (chosen >= UNSURE * top)
+    near = ~same & ~dead & ~flat & (top - chosen <= near_tie) & (chosen >= UNSURE * top)
     return {
         "images": int(reference.shape[0]),
         "top1_agreement": float(np.mean(same)),

@@ -107,6 +107,14 @@ class PreprocessSpec:
         return cls(**known)
 
 
+def describe(spec: PreprocessSpec) -> str:
+    """One line: what a model's pixels go through."""
+    resize = f"centre crop {spec.crop_fraction:g}" if spec.resize == "crop" else "whole frame"
+    norm = spec.preset if spec.preset != "custom" else f"mean {list(spec.mean)} std {list(spec.std)}"
+    return (f"{spec.size[0]}x{spec.size[1]} {'gray' if spec.channels == 1 else spec.channel_order}, {resize}, "
+            f"bilinear {'with' if spec.antialias else 'without'} antialias, {norm}, {spec.layout}")
+
+
 def load_image(source: ImageLike, spec: PreprocessSpec | None = None) -> Image.Image:
     """Open any image Pillow reads as an RGB image, upright (EXIF), first frame only.
 

@@ -154,6 +154,9 @@ def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices()
     ("aarch64", ["{missing}", "--work", "{tmp}/work"], "missing.tflite"),
     ("tune_check", ["{tmp}"], "no recorded choice"),
     ("convert_speed", ["{missing}", "--calib", "{tmp}"], "missing.tflite"),
+    ("keras_families", ["--out", "{tmp}/f", "--families", "AlexNet"], "unknown families AlexNet"),
+    ("keras_families", ["--out", "{tmp}/f", "--calib", "{tmp}/none"], "no calibration folder"),
+    ("int8_head", ["--model", "{missing}"], "missing.tflite"),
 ])
 def test_benchmark_programs_answer_bad_input_with_one_line(program, args, expect, tmp_path):
     """Every benchmark program goes through the CLI's guard (runtime/errors.py): one line, exit 2."""

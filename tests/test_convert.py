@@ -34,7 +34,7 @@ def test_artifacts_carry_their_metadata_inside_and_beside(converted, trained):
         assert meta["parity"]["kernels"]["backend"].split()[0] in ("ai_edge_litert", "onnxruntime")
         assert meta["check_set"]["images"] == 24 and meta["check_set"]["kernels"] == meta["parity"]["kernels"]
         assert len(meta["source"]["sha256"]) == 64
-        assert meta["outputs"] == "probabilities"
+        assert meta["outputs"] == ("logits" if a.precision == "int8" else "probabilities")  # int8: softmax in float
         sidecar = json.loads(a.path.with_name(a.path.name + ".json").read_text())
         assert sidecar == meta
     int8 = Classifier(converted.artifacts[3].path)
@@ -102,3 +102,6 @@ def test_a_dead_output_never_agrees_and_a_flat_source_makes_no_near_ties():
     assert q["dead_outputs"] == 0 and q["agreement"] == pytest.approx(q["top1_agreement"] + q["near_ties_flipped"] / 50)
     assert q["agreement"] < 0.2
     assert parity(ref, ref)["agreement"] == 1.0 and parity(ref, ref)["total_variation"] == pytest.approx(0)
+    flat = np.full((4, 1000), 0.001)  # Keras's own output dead: an artifact as dead agrees, a live one does not
+    assert parity(flat, flat)["agreement"] == 1.0 and parity(flat, flat)["dead_outputs"] == 0
+    assert parity(flat, ref[:4])["top1_agreement"] == 0.0

@@ -1,0 +1,183 @@
+"""Every keras.applications family through `edgelite convert`, as a new user runs it: one table.
+
+    python -m edgelite.benchmarks.keras_families --out DIR [--families MobileNetV3Small ...] [--timeout 1800]
+
+Builds each family with random weights (`weights=None`, seed 0: no downloads; structure and speed only, so
+agreement figures say nothing of accuracy), saves it as .keras, runs `edgelite convert MODEL --calib
+imagenet-sample --out ...` in a process of its own (no other flag), and prints a row per family: exit, wall
+seconds, formats that passed, the preprocessing convert recorded, GFLOPs (2 x the multiply-adds of the
+convolution and dense layers at batch 1), wall seconds per GFLOP, and tflite-int8 against tflite-fp32 ms per
+image (one thread, each file timed alone in alternating rounds: edgelite.timing). `Transfer` is a headless
+EfficientNetB0 under a user's Dense head (the transfer-learning shape `edgelite train` makes). Writes
+keras_families.json in --out; each family's convert output stays in --out/NAME.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edgelite.errors import EdgeliteError, guarded
+from edgelite.files import write_atomic
+
+from .shared_data import shared_dir
+
+# smallest and fastest first
+FAMILIES = ["MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "Transfer", "NASNetMobile", "DenseNet121",
+            "ResNet50", "ResNet50V2", "EfficientNetV2B0", "ConvNeXtTiny", "EfficientNetB1", "EfficientNetB2",
+            "EfficientNetB3", "InceptionV3", "Xception", "VGG16"]
+ROW = re.compile(r"^\s+(tflite-\w+|onnx-\w+)\s+(ok|BELOW THRESHOLD|FAILED)\b\s*(.*)$")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the models, artifacts and JSON")
+    parser.add_argument("--families", nargs="+", default=FAMILIES, help=f"default: {' '.join(FAMILIES)}")
+    parser.add_argument("--calib", type=Path, help="calibration folder (default: shared imagenet-sample)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per family's convert (default 1800)")
+    parser.add_argument("--rounds", type=int, default=4, help="timing rounds (default 4)")
+    args = parser.parse_args(argv)
+    return guarded(lambda: run(args), prog="keras_families")
+
+
+def run(args) -> int:
+    unknown = [f for f in args.families if f not in FAMILIES]
+    if unknown:
+        raise EdgeliteError(f"unknown families {', '.join(unknown)} (choose from {', '.join(FAMILIES)})")
+    calib = args.calib or shared_dir() / "data" / "imagenet-sample"
+    if not calib.is_dir():
+        raise EdgeliteError(f"no calibration folder {calib}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for family in args.families:
+        rows.append(one_family(family, calib, args))
+        print(table_line(rows[-1]), flush=True)
+        write_atomic(args.out / "keras_families.json", json.dumps(rows, indent=1))
+    print("\n" + table(rows))
+    return 0
+
+
+def build(family: str):
+    """The family with random weights, seed 0, as keras.applications builds it by default."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if family == "Transfer":
+        base = keras.applications.EfficientNetB0(weights=None, include_top=False, pooling="avg",
+                                                 input_shape=(224, 224, 3))
+        inputs = keras.Input((224, 224, 3))
+        x = keras.layers.Dropout(0.2)(base(inputs))
+        return keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x), name="my_classifier")
+    return live(getattr(keras.applications, family)(weights=None))
+
+
+def live(model):
+    """The random model with a live output. Some families' random weights shrink every activation layer after
+    layer (MobileNetV3Small: 1e-9 before the softmax, whose 1000 outputs are then exactly 0.001, in Keras itself:
+    nothing to check an export against). There, each BatchNormalization's moving mean and variance are set, in
+    graph order, to its input's statistics on a fixed random batch (what a few training steps would make them),
+    which keeps every activation at unit scale. Families whose random output is already live are left alone."""
+    import keras
+    import numpy as np
+
+    x = np.random.default_rng(0).uniform(0, 255, (4, 224, 224, 3)).astype(np.float32)
+    size = tuple(model.inputs[0].shape[1:3])
+    if None not in size:
+        x = np.asarray(keras.ops.image.resize(x, size))
+    if np.ptp(np.asarray(model(x, training=False)), axis=1).max() > 1e-6:
+        return model
+    for layer in model.layers:
+        if type(layer).__name__ != "BatchNormalization":
+            continue
+        inputs = np.asarray(keras.Model(model.inputs[0], layer.input)(x, training=False), np.float64)
+        axes = tuple(range(inputs.ndim - 1))
+        gamma, beta, _, _ = layer.get_weights()
+        layer.set_weights([gamma, beta, inputs.mean(axes), inputs.var(axes) + 1e-3])
+    return model
+
+
+def one_family(family: str, calib: Path, args) -> dict:
+    model = build(family)
+    path = args.out / f"{family}.keras"
+    model.save(path)
+    from edgelite.convert.keras_variants import fixed_input
+
+    gflops = 2 * multiply_adds(fixed_input(model)) / 1e9  # at the size convert takes
+    out = args.out / family
+    command = [sys.executable, "-m", "edgelite.cli", "convert", str(path), "--calib", str(calib), "--out", str(out),
+               "--force"]
+    print(f"{family}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+        code, stdout, stderr = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as exc:
+        code, stdout, stderr = "timeout", _text(exc.stdout), _text(exc.stderr)
+    wall = time.perf_counter() - started
+    formats = {m[1]: (m[2], m[3]) for m in map(ROW.match, stdout.splitlines()) if m}
+    preprocessing = next((line.split(":", 1)[1].strip() for line in stderr.splitlines()
+                          if line.startswith("preprocessing:")), None)
+    row = {"family": family, "exit": code, "wall_s": wall, "gflops": gflops, "s_per_gflop": wall / gflops,
+           "passed": sorted(f for f, (verdict, _) in formats.items() if verdict == "ok"),
+           "failed": {f: detail for f, (verdict, detail) in formats.items() if verdict != "ok"},
+           "preprocessing": preprocessing, "input": list(model.inputs[0].shape[1:]),
+           "stderr_tail": stderr.strip().splitlines()[-3:]}
+    row.update(speed(out, family, args.rounds))
+    return row
+
+
+def speed(out: Path, family: str, rounds: int) -> dict:
+    """tflite-int8 and tflite-fp32 ms per image, one thread, each timed alone in alternating rounds."""
+    from edgelite.timing import measure, opener, summary
+
+    files = {kind: out / f"{family}_{kind}.tflite" for kind in ("int8", "fp32")}
+    if not all(p.exists() for p in files.values()):
+        return {}
+    per_turn = measure({kind: opener(p, 1) for kind, p in files.items()}, rounds, 5)
+    return {f"{kind}_ms": summary(turns)["ms"] for kind, turns in per_turn.items()}
+
+
+def multiply_adds(model) -> int:
+    """Multiply-adds of the convolution and dense layers at batch 1 (nested models included)."""
+    import numpy as np
+
+    total = 0
+    for layer in getattr(model, "layers", []):
+        if hasattr(layer, "layers"):
+            total += multiply_adds(layer)
+            continue
+        weights = {w.path.split("/")[-1]: tuple(w.shape) for w in layer.weights}
+        try:  # the layer's last call: a model given a fixed input (convert's) calls its layers again
+            positions = int(np.prod(layer._inbound_nodes[-1].outputs[0].shape[1:-1]))
+        except (AttributeError, IndexError, ValueError, TypeError):
+            continue
+        for name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+            if name in weights:
+                total += positions * int(np.prod(weights[name]))
+    return total
+
+
+def table_line(row: dict) -> str:
+    speed = (f"{row['int8_ms']:.1f} / {row['fp32_ms']:.1f}" if "int8_ms" in row else "-")
+    failed = "; ".join(f"{f}: {d}" for f, d in row["failed"].items())
+    return (f"| {row['family']} | {row['exit']} | {row['wall_s']:.0f} | {len(row['passed'])}/6 | "
+            f"{row['preprocessing'] or '-'} | {row['gflops']:.2f} | {row['s_per_gflop']:.0f} | {speed} | "
+            f"{failed or '-'} |")
+
+
+def table(rows: list) -> str:
+    head = ("| family | exit | wall s | passed | preprocessing recorded | GFLOPs | s/GFLOP | int8 / fp32 ms | "
+            "what failed |\n|---|---|---|---|---|---|---|---|---|")
+    return "\n".join([head, *map(table_line, rows)])
+
+
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""keras.applications shapes at test size: the graph handed to the converters (dynamic input, int8 logits head,
+frozen for tf2onnx), with small models the tests build themselves."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from edgelite import Classifier, EdgeliteError
+from edgelite.convert import convert, keras_variants
+
+
+def _images(digits, n: int) -> list:
+    return sorted(digits.rglob("*.png"))[:n]
+
+
+def _many_class_model(path, classes: int = 1000, seed: int = 0):
+    """A small random CNN under a random Dense softmax head on many classes: its probabilities are about
+    1/classes everywhere, as a weak or untrained model's are."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(16, 3, activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    keras.Model(inputs, outputs, name="many_classes").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def many_classes(tmp_path_factory):
+    return _many_class_model(tmp_path_factory.mktemp("many") / "many.keras")
+
+
+def test_an_int8_softmax_that_prints_zeros_fails_the_gate(many_classes, digits, tmp_path, monkeypatch):
+    """The int8 file kept with its int8 SOFTMAX (output scale 1/256): every probability ~0.001 rounds to 0, a
+    dead output; the gate must refuse it whatever the near-tie rule says."""
+    monkeypatch.setattr(keras_variants, "without_softmax", lambda model, sample: None)
+    result = convert(many_classes, tmp_path / "out", _images(digits, 20), _images(digits, 60)[20:],
+                     formats=["tflite-int8"], rescue=False, verbose=False)
+    artifact = result.artifacts[0]
+    assert artifact.error is None, artifact.error
+    assert artifact.parity["dead_outputs"] > 0
+    assert not artifact.passed and not result.ok
+    assert Classifier(artifact.path).metadata["outputs"] == "probabilities"
+
+
+def test_int8_logits_keep_a_weak_models_answer(many_classes, digits, tmp_path):
+    """By default the int8 files end in the logits (their own scale) and the softmax runs in float: the same
+    model's answers survive, with no dead output, and the file says it holds logits."""
+    result = convert(many_classes, tmp_path / "out", _images(digits, 20), _images(digits, 60)[20:],
+                     formats=["tflite-int8", "onnx-int8"], rescue=False, verbose=False)
+    for artifact in result.artifacts:
+        assert artifact.error is None, artifact.error
+        assert artifact.parity["dead_outputs"] == 0, artifact.format
+        assert artifact.parity["top1_agreement"] >= 0.9, (artifact.format, artifact.parity)
+        meta = Classifier(artifact.path).metadata
+        assert meta["outputs"] == "logits" and meta["quantization"]["head"] == "int8 logits, softmax in float"
+        scores = Classifier(artifact.path).predict(_images(digits, 1)[0], top_k=1000)
+        assert sum(p.score for p in scores) == pytest.approx(1.0, abs=1e-3)  # probabilities, softmaxed on read
+        assert len({p.score for p in scores}) > 20  # a live output, not one value
+
+
+def _dynamic_model(path):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(x)
+    keras.Model(inputs, outputs, name="any_size").save(path)
+    return path
+
+
+def test_a_dynamic_input_model_converts_at_the_size_given(digits, tmp_path):
+    model = _dynamic_model(tmp_path / "any_size.keras")
+    calib = str(digits)
+    done = run_cli("convert", model, "--calib", calib, "--calib-count", 20, "--check-count", 30, "--size", 32, 40,
+                   "--formats", "tflite-fp32", "tflite-int8", "onnx-fp32", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "preprocessing: 32x40" in done.stderr
+    for name in ("any_size_fp32.tflite", "any_size_int8.tflite", "any_size_fp32.onnx"):
+        clf = Classifier(tmp_path / "out" / name)
+        assert tuple(clf.input.shape[1:3]) == (32, 40) and tuple(clf.spec.size) == (32, 40)
+        assert clf.metadata["parity"]["agreement"] >= 0.95
+        assert clf.metadata["outputs"] == ("logits" if "int8" in name else "probabilities")  # the fixed model's head
+
+
+def test_a_dynamic_input_without_a_size_is_one_line(digits, tmp_path):
+    model = _dynamic_model(tmp_path / "any_size.keras")
+    done = run_cli("convert", model, "--calib", digits, "--calib-count", 4, "--check-count", 4,
+                   "--formats", "tflite-fp32", "--out", tmp_path / "out")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "edgelite: error: any_size has a dynamic input size (None, None): pass --size H W"]
+    with pytest.raises(EdgeliteError, match="takes 24x24 images"):
+        keras_variants.fixed_input(_load(_many_class_model(tmp_path / "m.keras")), (32, 32))
+
+
+def _load(path):
+    import keras
+
+    return keras.saving.load_model(path, compile=False)
+
+
+def test_tf2onnx_gets_a_graph_it_can_convert(tmp_path):
+    """What broke tf2onnx on EfficientNet and ConvNeXt, in one small model: a Normalization layer (Keras 3 keeps
+    its mean and variance as plain captured tensors), a grouped convolution (Keras 3 runs it as an XLA function
+    call on CPU) and exact GELU (Erfc)."""
+    import keras
+    import onnxruntime as ort
+
+    from edgelite.convert.onnx_export import to_onnx
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3000.0, 2900.0, 2800.0])(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, groups=8)(x)  # depthwise as ConvNeXt writes it
+    x = keras.layers.Dense(16, activation=keras.activations.gelu)(x)  # approximate=False: Erfc
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
+    path = to_onnx(model, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]  # the constants are no inputs
+    x = np.random.default_rng(0).uniform(0, 255, (3, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], np.asarray(model(x)), atol=1e-5)
+
+
+def test_keras_application_families_are_resized_one_way():
+    """A family that normalises inside (EfficientNet, MobileNetV3, ConvNeXt) is resized as one that does not
+    (ResNet): as keras.applications evaluates them, centre crop 0.875 with antialiasing; another Keras model with
+    the same layers gets the whole frame."""
+    import keras
+
+    from edgelite.convert.keras_facts import keras_spec
+
+    def model(name, normalise):
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Rescaling(1 / 255)(inputs) if normalise else inputs
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+        return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x), name=name)
+
+    for name, normalise in (("efficientnetb0", True), ("convnext_tiny", True), ("resnet50", False)):
+        spec = keras_spec(model(name, normalise), None, None)
+        assert (spec.resize, spec.crop_fraction, spec.antialias) == ("crop", 0.875, True), name
+    spec = keras_spec(model("my_cnn", True), None, None)
+    assert (spec.resize, spec.antialias, spec.preset) == ("stretch", False, "raw")
