@@ -22,10 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgelite.preprocess import PRESETS
+
 from .shared_data import SHARED
 
 KERAS_MODEL = SHARED / "data/models/mobilenet_v2_1.0_224_imagenet.keras"
-MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+# torchvision's normalisation, in 0-1 units: the runtime's "torch" preset (pixel units) is the one definition
+MEAN, STD = (np.array(v) / 255 for v in PRESETS["torch"][1:])
 # torchvision's inverted residual settings: expansion t, channels c, repeats n, first stride s
 SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
     from edgelite.convert.loading import import_tensorflow
     from edgelite.convert.samples import choose
     from edgelite.files import find_images
-    from edgelite.preprocess import PreprocessSpec, batch
+    from edgelite.preprocess import PreprocessSpec, batch, PRESETS
 
     import_tensorflow()
     import keras

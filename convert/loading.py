@@ -1,12 +1,12 @@
 """Loading a trained Keras model from any of the files people have, with one-line errors."""
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from pathlib import Path
 
 from edgelite.errors import EdgeliteError, one_line
+from edgelite.files import sha256
 from edgelite.quiet import quiet
 
 
@@ -18,20 +18,6 @@ def import_tensorflow():
 
         tf.config.list_physical_devices("GPU")
     return tf
-
-
-def sha256(path: str | Path) -> str:
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-APPLICATIONS = {"mobilenetv2": "MobileNetV2"}
 
 
 def source_of(path: str | Path, weights: str | None = None) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgelite.errors import EdgeliteError, one_line
+from edgelite.files import sha256
 
 SUFFIXES = (".pt2", ".pt", ".pth")
 OPSET = 17
@@ -44,7 +45,7 @@ def load_torch_file(path: Path, output=None, size: tuple[int, int] | None = None
         raise EdgeliteError(f"{path}: not a PyTorch file (not a zip archive as torch.save, torch.jit.save and "
                             "torch.export.save write)")
     kind, module, shape = _read(torch, path)
-    return _from_module(torch, module, path, kind, _sha256(path), shape, output, size)
+    return _from_module(torch, module, path, kind, sha256(path), shape, output, size)
 
 
 def load_module(module, output=None, size: tuple[int, int] | None = None, example=None):
@@ -138,10 +139,3 @@ def _runner(torch, module):
 
     return run
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

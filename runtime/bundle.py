@@ -1,7 +1,6 @@
 """`edgelite bundle`: one folder to copy to the device, with the artifacts that passed and what installs them."""
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from typing import Sequence
 from . import __version__
 from .classifier import Classifier, sidecar_path
 from .errors import EdgeliteError
-from .files import find_artifacts, prepare_out_dir, read_json, write_atomic, write_json
+from .files import find_artifacts, prepare_out_dir, read_json, sha256, write_atomic, write_json
 
 # Versions checked to publish cp311 linux/aarch64 wheels (manylinux_2_27/2_28, which 64-bit
 # Raspberry Pi OS bookworm's glibc 2.36 accepts) and to classify correctly under emulation
@@ -114,12 +113,6 @@ def bundle(artifacts: str | Path | Sequence[str | Path], out: str | Path, labels
     files["manifest"] = write_json(out / MANIFEST, manifest, force)
     written = {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in files.items() if v}
     return {**written, "excluded": excluded}
-
-
-def sha256(path: Path) -> str:
-    """A file's sha256, read in chunks."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def read_manifest(bundle_dir: str | Path) -> dict:

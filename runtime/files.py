@@ -191,3 +191,16 @@ def read_json(path: Path) -> dict:
 
 def write_json(path: str | Path, obj, force: bool = True) -> Path:
     return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", force)
+
+
+def sha256(path: str | Path) -> str:
+    """A file's sha256 (a folder's: of its files' bytes in sorted order), read in chunks."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -11,7 +11,6 @@ and tunes again when they are not. Numpy and the backends only: no TensorFlow.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from .checkset import verify
 from .classifier import Classifier
 from .errors import EdgeliteError, one_line
 from .figures import pyplot, write_figure
-from .files import write_json
+from .files import sha256, write_json
 from .machine import changed, machine
 from .timing import METHOD, Load, measure, opener, summary
 
@@ -75,7 +74,8 @@ def stale(record: dict | None, bundle_dir: Path) -> str | None:
         return "no choice recorded"
     if record.get("schema") != SCHEMA:
         return "recorded by another edgelite version"
-    if record.get("bundle_sha256") != _digest(bundle_dir / MANIFEST):
+    manifest = bundle_dir / MANIFEST
+    if not manifest.is_file() or record.get("bundle_sha256") != sha256(manifest):
         return "the bundle changed since"
     if not (bundle_dir / record["choice"]["artifact"]).is_file():
         return f"the chosen {record['choice']['artifact']} is missing"
@@ -171,7 +171,7 @@ def tune(bundle_dir: str | Path, prefer: str = "fastest", budget_ms: float | Non
     for row in rows:
         row.pop("verified_threads", None)
     rows[chosen]["status"] = "chosen"
-    result = {"schema": SCHEMA, "bundle_sha256": _digest(bundle_dir / MANIFEST), "machine": machine(),
+    result = {"schema": SCHEMA, "bundle_sha256": sha256(bundle_dir / MANIFEST), "machine": machine(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "policy": {"prefer": prefer, "budget_ms": budget_ms},
               "settings": {"rounds": rounds, "rounds_run": first, "calls": calls, "seconds_budget": seconds,
                            "threads": sweep, "measure": "Classifier.scores",
@@ -280,13 +280,6 @@ def _slower(rows: list[dict]) -> Callable[[dict], set]:
 
 def _options(options: dict) -> str:
     return "".join(f" {k}={v}" for k, v in options.items())
-
-
-def _digest(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def _plot(record: dict, path: Path) -> None:
