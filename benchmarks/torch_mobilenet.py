@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     from edgelite.convert.loading import import_tensorflow
     from edgelite.convert.samples import choose
     from edgelite.files import find_images
-    from edgelite.preprocess import PreprocessSpec, batch, PRESETS
+    from edgelite.preprocess import PreprocessSpec, batch
 
     import_tensorflow()
     import keras

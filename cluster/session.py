@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 from typing import Iterator, NamedTuple
@@ -17,8 +18,8 @@ def import_ray():
     """`ray` with Ray Data, or one line saying how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401  (Ray without its Data extra has no pyarrow)
-        import pyarrow  # noqa: F401
+        importlib.import_module("ray.data")  # Ray without its Data extra has no pyarrow
+        importlib.import_module("pyarrow")
     except ImportError:
         raise EdgeliteError(MISSING) from None
     return ray

@@ -20,6 +20,9 @@ def import_tensorflow():
     return tf
 
 
+APPLICATIONS = {"mobilenetv2": "MobileNetV2"}
+
+
 def source_of(path: str | Path, weights: str | None = None) -> dict:
     """What the artifacts were made from: file name and sha256 (of the weights for a named model)."""
     path = Path(path)

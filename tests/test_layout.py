@@ -5,6 +5,7 @@ extra, and a bare `pip install edgelite` runs `edgelite --help` and names the ex
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
 import sys
@@ -194,3 +195,16 @@ def test_a_missing_package_that_is_no_extra_is_a_bug():
     assert extra_for("tensorflow.lite", "train") == "train" and extra_for("tensorflow", "convert") == "convert"
     assert extra_for("onnxruntime", "predict") == "onnx" and extra_for("matplotlib", "train") == "train"
     assert missing_message(ModuleNotFoundError("x", name="edgelite.nothing")) is None
+
+
+def test_pyflakes_finds_nothing():
+    """No undefined name, unused import or shadowed definition anywhere: a name deleted in one place and still used
+    in another fails here, not in the one test that happens to reach it."""
+    from pyflakes.api import checkPath
+    from pyflakes.reporter import Reporter
+
+    out, err = io.StringIO(), io.StringIO()
+    files = [p for folder in ("runtime", "convert", "train", "cluster", "cli", "benchmarks", "tests")
+             for p in sorted((ROOT / folder).rglob("*.py"))]
+    found = sum(checkPath(str(p), Reporter(out, err)) for p in files)
+    assert found == 0, out.getvalue() + err.getvalue()

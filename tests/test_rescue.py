@@ -219,7 +219,7 @@ def _run(content: bytes, x: np.ndarray) -> np.ndarray:
 
 
 def test_dynamic_layers_put_a_named_layer_back_in_float(dynamic_pair):
-    from edgelite.convert.tflite_model import OP_NAMES, unpack, weighted_ops
+    from edgelite.convert.tflite_model import unpack, weighted_ops
 
     dynamic, fp32, x = dynamic_pair
     layers = dynamic_range.DynamicLayers(dynamic, fp32)

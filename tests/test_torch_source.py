@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgelite import Classifier, EdgeliteError, checkset, cli
+from edgelite import Classifier, EdgeliteError, checkset
 
 from conftest import shared
 from test_onnx_source import one_line_error, photos, run_cli
