@@ -36,13 +36,14 @@ def run(args) -> int:
     from pathlib import Path
 
     from edgelite import tune
+    from edgelite.bundle import read_manifest
 
     if args.runs is not None and args.runs < 1:
         raise EdgeliteError("--runs must be at least 1")
     if args.seconds <= 0:
         raise EdgeliteError("--seconds must be more than 0")
     bundle = Path(args.bundle)
-    tune.read_manifest(bundle)
+    read_manifest(bundle)  # a folder that is not a bundle: one line before anything else
     record = tune.read_record(bundle)
     reason = tune.stale(record, bundle)
     recorded = (record or {}).get("settings", {})
