@@ -151,3 +151,24 @@ def test_keras_application_families_are_resized_one_way():
         assert (spec.resize, spec.crop_fraction, spec.antialias) == ("crop", 0.875, True), name
     spec = keras_spec(model("my_cnn", True), None, None)
     assert (spec.resize, spec.antialias, spec.preset) == ("stretch", False, "raw")
+
+
+def test_a_headless_family_under_a_users_head_takes_the_familys_size():
+    """A user's classifier over a nested headless keras.applications base with a dynamic input (MobileNetV3's
+    `include_top=False` default): the base's family gives the size (224), as it does for the family itself."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inner = keras.Input((None, None, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, strides=4)(inner))
+    base = keras.Model(inner, features, name="MobileNetV3Large")  # the name keras.applications gives it
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Dropout(0.2)(base(inputs)))
+    model = keras.Model(inputs, outputs, name="my_classifier")
+    fixed = keras_variants.fixed_input(model)
+    assert tuple(fixed.inputs[0].shape[1:3]) == (224, 224)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(fixed(x)), np.asarray(model(x)), atol=1e-6)
+    unknown = keras.Model(inner, features, name="my_features")  # no family: the size must be given
+    with pytest.raises(EdgeliteError, match="pass --size H W"):
+        keras_variants.fixed_input(keras.Model(inputs, keras.layers.Dense(3)(unknown(inputs)), name="other"))
