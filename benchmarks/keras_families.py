@@ -156,7 +156,7 @@ def multiply_adds(model) -> int:
     total = 0
     for layer in getattr(model, "layers", []):
         if hasattr(layer, "layers"):
-            total += multiply_adds(layer)
+            total += multiply_adds(_at_call_size(layer))
             continue
         weights = {w.path.split("/")[-1]: tuple(w.shape) for w in layer.weights}
         try:  # the layer's last call: a model given a fixed input (convert's) calls its layers again
@@ -167,6 +167,20 @@ def multiply_adds(model) -> int:
             if name in weights:
                 total += positions * int(np.prod(weights[name]))
     return total
+
+
+def _at_call_size(model):
+    """A nested model with a dynamic input (a headless MobileNetV3 base) at the size it was last called with: its
+    own layers know no size until called on a fixed input."""
+    from edgelite.convert.keras_variants import fixed_input
+
+    try:
+        called = tuple(model._inbound_nodes[-1].input_tensors[0].shape[1:3])
+    except (AttributeError, IndexError):
+        return model
+    if None in tuple(model.inputs[0].shape[1:3]) and None not in called:
+        return fixed_input(model, called)
+    return model
 
 
 def table_line(row: dict) -> str:
