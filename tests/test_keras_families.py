@@ -48,11 +48,17 @@ def test_an_int8_softmax_that_prints_zeros_fails_the_gate(many_classes, digits, 
     assert Classifier(artifact.path).metadata["outputs"] == "probabilities"
 
 
-def test_int8_logits_keep_a_weak_models_answer(many_classes, digits, tmp_path):
+def test_int8_logits_keep_a_weak_models_answer(many_classes, digits, tmp_path, capfd):
     """By default the int8 files end in the logits (their own scale) and the softmax runs in float: the same
-    model's answers survive, with no dead output, and the file says it holds logits."""
+    model's answers survive, with no dead output, and the file says it holds logits. The long steps show a bar
+    with an estimate on stderr (issue 28 point 4: VGG16's calibration, a big model's checks)."""
     result = convert(many_classes, tmp_path / "out", _images(digits, 20), _images(digits, 60)[20:],
-                     formats=["tflite-int8", "onnx-int8"], rescue=False, verbose=False)
+                     formats=["tflite-int8", "onnx-int8"], rescue=False, verbose=True)
+    err = capfd.readouterr().err
+    for step in ("TFLite int8 calibration", "int8 bias correction", "ONNX int8 calibration", "tflite-int8 check",
+                 "onnx-int8 check"):
+        assert f"{step}:   0%" in err, step
+    assert "image/s]" in err
     for artifact in result.artifacts:
         assert artifact.error is None, artifact.error
         assert artifact.parity["dead_outputs"] == 0, artifact.format
