@@ -8,8 +8,10 @@ imagenet-sample --out ...` in a process of its own (no other flag), and prints a
 seconds, formats that passed, the preprocessing convert recorded, GFLOPs (2 x the multiply-adds of the
 convolution and dense layers at batch 1), wall seconds per GFLOP, and tflite-int8 against tflite-fp32 ms per
 image (one thread, each file timed alone in alternating rounds: edgelite.timing). `Transfer` is a headless
-EfficientNetB0 under a user's Dense head (the transfer-learning shape `edgelite train` makes). Writes
-keras_families.json in --out; each family's convert output stays in --out/NAME.
+EfficientNetB0 under a user's Dense head (the transfer-learning shape `edgelite train` makes), `TransferV3`
+a headless MobileNetV3Large (its dynamic input left as keras.applications builds it headless) under a
+Dense(10) head. Writes keras_families.json in --out; each family's convert output stays in --out/NAME, its
+stdout and stderr (progress bars included) in --out/NAME.convert.log.
 """
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ from edgelite.files import write_atomic
 from .shared_data import shared_dir
 
 # smallest and fastest first
-FAMILIES = ["MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "Transfer", "NASNetMobile", "DenseNet121",
-            "ResNet50", "ResNet50V2", "EfficientNetV2B0", "ConvNeXtTiny", "EfficientNetB1", "EfficientNetB2",
-            "EfficientNetB3", "InceptionV3", "Xception", "VGG16"]
+FAMILIES = ["MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "Transfer", "TransferV3", "NASNetMobile",
+            "DenseNet121", "ResNet50", "ResNet50V2", "EfficientNetV2B0", "ConvNeXtTiny", "EfficientNetB1",
+            "EfficientNetB2", "EfficientNetB3", "InceptionV3", "Xception", "VGG16"]
 ROW = re.compile(r"^\s+(tflite-\w+|onnx-\w+)\s+(ok|BELOW THRESHOLD|FAILED)\b\s*(.*)$")
 
 
@@ -72,6 +74,11 @@ def build(family: str):
         inputs = keras.Input((224, 224, 3))
         x = keras.layers.Dropout(0.2)(base(inputs))
         return keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x), name="my_classifier")
+    if family == "TransferV3":  # the base's own input: (None, None, 3), as include_top=False leaves it
+        base = live(keras.applications.MobileNetV3Large(weights=None, include_top=False, pooling="avg"))
+        inputs = keras.Input((None, None, 3))
+        x = keras.layers.Dropout(0.2)(base(inputs))
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name="my_v3_classifier")
     return live(getattr(keras.applications, family)(weights=None))
 
 
@@ -118,6 +125,7 @@ def one_family(family: str, calib: Path, args) -> dict:
     except subprocess.TimeoutExpired as exc:
         code, stdout, stderr = "timeout", _text(exc.stdout), _text(exc.stderr)
     wall = time.perf_counter() - started
+    write_atomic(args.out / f"{family}.convert.log", f"{stdout}\n--- stderr ---\n{stderr}")  # all of it
     formats = {m[1]: (m[2], m[3]) for m in map(ROW.match, stdout.splitlines()) if m}
     preprocessing = next((line.split(":", 1)[1].strip() for line in stderr.splitlines()
                           if line.startswith("preprocessing:")), None)
@@ -148,7 +156,7 @@ def multiply_adds(model) -> int:
     total = 0
     for layer in getattr(model, "layers", []):
         if hasattr(layer, "layers"):
-            total += multiply_adds(layer)
+            total += multiply_adds(_at_call_size(layer))
             continue
         weights = {w.path.split("/")[-1]: tuple(w.shape) for w in layer.weights}
         try:  # the layer's last call: a model given a fixed input (convert's) calls its layers again
@@ -159,6 +167,20 @@ def multiply_adds(model) -> int:
             if name in weights:
                 total += positions * int(np.prod(weights[name]))
     return total
+
+
+def _at_call_size(model):
+    """A nested model with a dynamic input (a headless MobileNetV3 base) at the size it was last called with: its
+    own layers know no size until called on a fixed input."""
+    from edgelite.convert.keras_variants import fixed_input
+
+    try:
+        called = tuple(model._inbound_nodes[-1].input_tensors[0].shape[1:3])
+    except (AttributeError, IndexError):
+        return model
+    if None in tuple(model.inputs[0].shape[1:3]) and None not in called:
+        return fixed_input(model, called)
+    return model
 
 
 def table_line(row: dict) -> str:

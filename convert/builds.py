@@ -54,14 +54,17 @@ class Builds:
         return (self.calib[i:i + 1] for i in range(len(self.calib)))
 
     def batches(self, step: str):
-        """`calibration_batches` for a long step (int8 calibration, bias correction): a progress bar with its
-        rate and an estimate of what is left on the `progress` stream, when there is one."""
+        """`calibration_batches` for a long step (int8 calibration, bias correction), under a progress bar."""
+        return lambda: self.bar(self.calibration_batches(), step, len(self.calib))
+
+    def bar(self, items, step: str, total: int):
+        """`items` under a progress bar with its rate and an estimate of what is left on the `progress` stream,
+        when there is one (a long step: calibration, an artifact's check on a big model)."""
         if self.progress is None:
-            return self.calibration_batches
+            return items
         from tqdm import tqdm
 
-        return lambda: tqdm(self.calibration_batches(), desc=step, total=len(self.calib), file=self.progress,
-                            leave=False, mininterval=1.0, unit="image")
+        return tqdm(items, desc=step, total=total, file=self.progress, leave=False, mininterval=1.0, unit="image")
 
     def onnx_fp32(self) -> Path:
         """The tf2onnx export, made once and shared by onnx-fp32 and onnx-int8."""

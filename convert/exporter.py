@@ -143,6 +143,7 @@ class Exporter:
         classifier = Classifier(staged)
         images = self.checks.images
         inputs = images.transpose(0, 3, 1, 2) if classifier.spec.layout == "NCHW" else images
+        inputs = self.builds.bar(inputs, f"{form.family}-{precision} check", len(inputs))  # hybrid kernels are slow
         return classifier, np.concatenate([classifier.scores(classifier.prepare(x[None])) for x in inputs])
 
     def rescued(self, form, precision: str, staged: Path, artifact: Artifact, least: float, recipe: dict) -> dict:

@@ -22,7 +22,8 @@ def _library(model):
 
 def fixed_input(model, size: tuple[int, int] | None = None):
     """`model` with an input of a fixed height and width: a dynamic one ([N, None, None, C], MobileNetV3's
-    default) gets `size`, else its family's evaluation size (keras_facts.family_size); converters and device
+    default) gets `size`, else its family's evaluation size (keras_facts.family_size; a headless family nested
+    under the user's head counts); converters and device
     runtimes need one (LiteRT's XNNPACK cannot prepare a dynamic-size graph). A model whose input is fixed
     already keeps it (a different `size` is refused)."""
     shape = tuple(model.inputs[0].shape)
@@ -34,7 +35,7 @@ def fixed_input(model, size: tuple[int, int] | None = None):
             raise EdgeliteError(f"{model.name} takes {fixed[0]}x{fixed[1]} images: --size {size[0]} {size[1]} "
                                 "is for models with a dynamic input size")
         return model
-    size = size or family_size(model.name)
+    size = size or family_size(model.name) or _base_size(model)
     if size is None:
         raise EdgeliteError(f"{model.name} has a dynamic input size {shape[1:3]}: pass --size H W")
     if min(size) < 1:
@@ -45,6 +46,17 @@ def fixed_input(model, size: tuple[int, int] | None = None):
         return library.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer)
     except Exception:  # noqa: BLE001 - a model clone_model cannot rebuild (subclassed): call it whole
         return library.Model(inputs, model(inputs), name=model.name)
+
+
+def _base_size(model) -> tuple[int, int] | None:
+    """The evaluation size of a keras.applications family the model holds as a nested model (a headless base
+    under the user's own head: `base = MobileNetV3Large(include_top=False); head(base(inputs))`), else None."""
+    for layer in graph.attempt(lambda: model.layers, []):
+        if hasattr(layer, "layers"):
+            found = family_size(layer.name) or _base_size(layer)
+            if found:
+                return found
+    return None
 
 
 def without_softmax(model, sample: np.ndarray):

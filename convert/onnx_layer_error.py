@@ -35,8 +35,8 @@ def onnx_layer_report(float_path: Path, qdq_path: Path, inputs: np.ndarray, inpu
             errors = dbg.compute_activation_error({k: v for k, v in matching.items() if "float" in v})
             prepared = str(Path(tmp) / "prepared.onnx")
             quant_pre_process(str(float_path), prepared, skip_symbolic_shape=True)
-            weights = dbg.compute_weight_error({**dbg.create_weight_matching(str(float_path), str(qdq_path)),
-                                                **dbg.create_weight_matching(prepared, str(qdq_path))})
+            weights = dbg.compute_weight_error(_arrays({**dbg.create_weight_matching(str(float_path), str(qdq_path)),
+                                                        **dbg.create_weight_matching(prepared, str(qdq_path))}))
             graph = onnx.load(str(qdq_path)).graph
     except Exception as exc:
         raise EdgeliteError(f"ONNX layer report failed: {one_line(exc)}") from None
@@ -53,3 +53,11 @@ def onnx_layer_report(float_path: Path, qdq_path: Path, inputs: np.ndarray, inpu
                              "sqnr_db": float(error["xmodel_err"]),
                              "weight_sqnr_db": float(min(weight)) if weight else None}))
     return [row for _, row in sorted(rows, key=lambda r: r[0])]
+
+
+def _arrays(matches: dict) -> dict:
+    """The weight matches with every value an array of at least one dimension: a scalar initializer (hard-swish's
+    3 and 1/6, quantized as weights of Add/Mul) dequantizes to a NumPy scalar, which the tool's error measure
+    takes for a list of tensors ("object of type 'numpy.float32' has no len()")."""
+    return {name: {kind: np.atleast_1d(np.asarray(value, np.float32)) for kind, value in match.items()}
+            for name, match in matches.items()}

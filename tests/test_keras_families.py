@@ -48,11 +48,17 @@ def test_an_int8_softmax_that_prints_zeros_fails_the_gate(many_classes, digits, 
     assert Classifier(artifact.path).metadata["outputs"] == "probabilities"
 
 
-def test_int8_logits_keep_a_weak_models_answer(many_classes, digits, tmp_path):
+def test_int8_logits_keep_a_weak_models_answer(many_classes, digits, tmp_path, capfd):
     """By default the int8 files end in the logits (their own scale) and the softmax runs in float: the same
-    model's answers survive, with no dead output, and the file says it holds logits."""
+    model's answers survive, with no dead output, and the file says it holds logits. The long steps show a bar
+    with an estimate on stderr (issue 28 point 4: VGG16's calibration, a big model's checks)."""
     result = convert(many_classes, tmp_path / "out", _images(digits, 20), _images(digits, 60)[20:],
-                     formats=["tflite-int8", "onnx-int8"], rescue=False, verbose=False)
+                     formats=["tflite-int8", "onnx-int8"], rescue=False, verbose=True)
+    err = capfd.readouterr().err
+    for step in ("TFLite int8 calibration", "int8 bias correction", "ONNX int8 calibration", "tflite-int8 check",
+                 "onnx-int8 check"):
+        assert f"{step}:   0%" in err, step
+    assert "image/s]" in err
     for artifact in result.artifacts:
         assert artifact.error is None, artifact.error
         assert artifact.parity["dead_outputs"] == 0, artifact.format
@@ -151,3 +157,24 @@ def test_keras_application_families_are_resized_one_way():
         assert (spec.resize, spec.crop_fraction, spec.antialias) == ("crop", 0.875, True), name
     spec = keras_spec(model("my_cnn", True), None, None)
     assert (spec.resize, spec.antialias, spec.preset) == ("stretch", False, "raw")
+
+
+def test_a_headless_family_under_a_users_head_takes_the_familys_size():
+    """A user's classifier over a nested headless keras.applications base with a dynamic input (MobileNetV3's
+    `include_top=False` default): the base's family gives the size (224), as it does for the family itself."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inner = keras.Input((None, None, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, strides=4)(inner))
+    base = keras.Model(inner, features, name="MobileNetV3Large")  # the name keras.applications gives it
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Dropout(0.2)(base(inputs)))
+    model = keras.Model(inputs, outputs, name="my_classifier")
+    fixed = keras_variants.fixed_input(model)
+    assert tuple(fixed.inputs[0].shape[1:3]) == (224, 224)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(fixed(x)), np.asarray(model(x)), atol=1e-6)
+    unknown = keras.Model(inner, features, name="my_features")  # no family: the size must be given
+    with pytest.raises(EdgeliteError, match="pass --size H W"):
+        keras_variants.fixed_input(keras.Model(inputs, keras.layers.Dense(3)(unknown(inputs)), name="other"))

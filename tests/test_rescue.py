@@ -86,6 +86,26 @@ def test_onnx_report_wraps_errors(onnx_pair, images, tmp_path):
         onnx_layer_error.onnx_layer_report(tmp_path / "missing.onnx", onnx_pair[1], images, "input")
 
 
+def test_onnx_report_takes_a_scalar_weight(images, calibration, tmp_path):
+    """Hard-swish's scalar constants (3 and 1/6: MobileNetV3) are quantized as weights of Add/Mul; the report
+    ranks those nodes instead of failing on the scalar ("numpy.float32 has no len()": TransferV3's rescue)."""
+    import keras
+
+    from edgelite.convert.onnx_export import quantize_int8, to_onnx
+
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Activation("hard_swish"), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3)])
+    fp32, qdq = tmp_path / "hs.onnx", tmp_path / "hs.int8.onnx"
+    to_onnx(model, fp32)
+    quantize_int8(fp32, qdq, calibration)
+    rows = onnx_layer_error.onnx_layer_report(fp32, qdq, images, "input")
+    scalar = [r for r in rows if r["op"] in ("Add", "Mul") and r["weight_sqnr_db"] is not None]
+    assert scalar and all(math.isfinite(r["weight_sqnr_db"]) for r in scalar)
+    assert {"Conv", "Mul"} <= {r["op"] for r in rows}
+
+
 LAYERS = [{"layer": f"t{i}", "node": f"n{i}", "op": "Conv", "sqnr_db": s}
           for i, s in enumerate([30.0, 12.0, 25.0, 8.0, 40.0, 18.0])]
 
