@@ -25,6 +25,7 @@ class Builds:
     nchw: bool  # ONNX with NCHW input
     logits: bool = False  # the model is the user's without its final softmax (Builds.int8)
     progress: object = None  # a text stream for the long steps' progress bars (converters' chatter is silenced)
+    int8_method: str = "minmax"  # int8_methods.METHODS: how the int8 formats are calibrated and corrected
     float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (dynamic_range.float_depthwise)
     _float_means: dict | None = None
     _dynamic_layers: object = None
@@ -47,7 +48,7 @@ class Builds:
             else:
                 (self.tmp / "logits").mkdir(exist_ok=True)
                 self._int8 = Builds(logits, self.tmp / "logits", self.calib, self.nchw, logits=True,
-                                    progress=self.progress)
+                                    progress=self.progress, int8_method=self.int8_method)
         return self._int8
 
     def calibration_batches(self):

@@ -14,6 +14,7 @@ from edgelite.quiet import quiet
 
 from . import bias, onnx_export, tflite
 from .builds import Builds
+from .int8_methods import int8_method
 
 
 class TFLiteFormat:
@@ -31,10 +32,10 @@ class TFLiteFormat:
             recipe.update(activations="int8", calibration_samples=len(self.builds.calib), io=self.io_type,
                           method="TFLiteConverter full-integer post-training quantization: per-channel int8 "
                                  "weights, int8 activations, min/max calibration",
-                          **_head(self.builds))
+                          **_head(self.builds), **_method(self.builds))
         return recipe
 
-    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str = "minmax") -> dict:
+    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str | None = None) -> dict:
         """Write the bare converted model to `staged`; returns its recipe. `exclude` (layers kept in float) and
         `method` ("bias_correction" for dynamic range) are a rescue's."""
         builds, recipe = self.builds, self.recipe(precision)
@@ -104,14 +105,14 @@ class OnnxFormat:
         recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
         if precision == "int8":
             recipe.update(activations="uint8", calibration_samples=len(self.builds.calib), io="float32",
-                          **_head(self.builds))
+                          **_head(self.builds), **_method(self.builds))
         recipe.update(opset=onnx_export.OPSET, layout="NCHW" if self.builds.nchw else "NHWC")
         return recipe
 
-    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str = "minmax") -> dict:
+    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str | None = None) -> dict:
         """Write the bare converted model to `staged`; returns its recipe. `exclude` (nodes kept in float) and
-        `method` (the calibration method) are a rescue's."""
-        recipe = self.recipe(precision)
+        `method` (a calibration method instead of the int8 method's own) are a rescue's."""
+        recipe, chosen = self.recipe(precision), int8_method(self.builds.int8_method)
         with quiet():
             if precision == "fp32":
                 shutil.copyfile(self.builds.onnx_fp32(), staged)
@@ -119,7 +120,8 @@ class OnnxFormat:
                 batches = self.builds.batches("ONNX int8 calibration")
                 recipe.update(onnx_export.quantize_int8(self.builds.int8().onnx_fp32(), staged,
                                                         lambda: (self.inputs(b) for b in batches()),  # NCHW too
-                                                        exclude, method))
+                                                        exclude, method or chosen.onnx_calibration,
+                                                        options=chosen.onnx_options))
         return recipe
 
     def embed(self, staged: Path, meta: dict, extra: dict | None = None) -> None:
@@ -145,6 +147,11 @@ def _head(builds: Builds) -> dict:
     """An int8 recipe's head: the logits in int8 and the softmax in float after them, where the model ends in
     a softmax (Builds.int8)."""
     return {"head": "int8 logits, softmax in float"} if builds.int8().logits else {}
+
+
+def _method(builds: Builds) -> dict:
+    """An int8 recipe's method: its name (int8_methods.METHODS) and what it does."""
+    return {"int8_method": builds.int8_method, "int8_method_summary": int8_method(builds.int8_method).summary}
 
 
 def outputs(builds: Builds, precision: str, document_outputs: str) -> str:
