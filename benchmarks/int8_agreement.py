@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the models, artifacts and JSON")
     parser.add_argument("--models", nargs="+", default=["mobilenetv2"], choices=MODELS)
     parser.add_argument("--methods", nargs="+", default=[DEFAULT], choices=list(METHODS))
+    parser.add_argument("--artifacts", nargs="+", default=list(INT8), choices=list(INT8))
     parser.add_argument("--directions", nargs="+", default=list(DIRECTIONS), choices=list(DIRECTIONS))
     parser.add_argument("--calib-count", type=int, default=200, help="calibration photos (default 200, + mirror)")
     parser.add_argument("--measure-count", type=int, default=500, help="measured photos at most (default 500)")
@@ -73,7 +74,7 @@ def run(args) -> int:
             cache = {}
             for method in args.methods:
                 int8 = exported(source, args.out / name / direction / method, calibration,
-                                check, list(INT8), method)
+                                check, args.artifacts, method)
                 report["exports"] += [{"model": name, "direction": direction, "method": method, **row}
                                       for row in int8.values()]
                 for fmt, row in int8.items():

@@ -14,6 +14,7 @@ from edgelite.quiet import quiet
 
 from . import bias, onnx_export, tflite
 from .builds import Builds
+from .float_logits import tflite_float_logits
 from .int8_methods import int8_method
 
 
@@ -58,6 +59,12 @@ class TFLiteFormat:
                                                                                builds.float_means())
                 if skipped:
                     recipe["bias_correction_skipped"] = skipped  # why a layer's bias did not change
+            if precision == "int8":
+                if builds.ranges_changed is not None:
+                    recipe["ranges_changed"] = builds.ranges_changed  # activation ranges other than min/max
+                if int8_method(builds.int8_method).float_logits:
+                    data, why = tflite_float_logits(data)
+                    recipe.update({"float_logits_skipped": why} if why else _float_head(recipe))
         staged.write_bytes(data)
         if exclude:
             recipe["float_layers"] = list(exclude)
@@ -121,7 +128,10 @@ class OnnxFormat:
                 recipe.update(onnx_export.quantize_int8(self.builds.int8().onnx_fp32(), staged,
                                                         lambda: (self.inputs(b) for b in batches()),  # NCHW too
                                                         exclude, method or chosen.onnx_calibration,
-                                                        options=chosen.onnx_options))
+                                                        options=chosen.onnx_options,
+                                                        float_logits=chosen.float_logits))
+                if chosen.float_logits and "float_logits_skipped" not in recipe:
+                    recipe.update(_float_head(recipe))
         return recipe
 
     def embed(self, staged: Path, meta: dict, extra: dict | None = None) -> None:
@@ -147,6 +157,11 @@ def _head(builds: Builds) -> dict:
     """An int8 recipe's head: the logits in int8 and the softmax in float after them, where the model ends in
     a softmax (Builds.int8)."""
     return {"head": "int8 logits, softmax in float"} if builds.int8().logits else {}
+
+
+def _float_head(recipe: dict) -> dict:
+    """An int8 recipe whose logits come out in float32 (float_logits.py): its head says so."""
+    return {"head": "int8 layers, float32 logits" + (", softmax in float" if "head" in recipe else "")}
 
 
 def _method(builds: Builds) -> dict:

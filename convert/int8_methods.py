@@ -14,11 +14,24 @@ class Int8Method:
     summary: str  # one line, as the artifact's recipe records it
     onnx_calibration: str = "minmax"  # onnxruntime CalibrationMethod: minmax, percentile, entropy
     onnx_options: dict = field(default_factory=dict)  # onnxruntime quantize_static extra_options
+    tflite_ranges: str = "minmax"  # TFLite activation ranges: "minmax" (the calibrator's) or "mse" (tflite_ranges)
+    float_logits: bool = False  # the last weighted layer writes float32 logits (float_logits.py)
 
 
 METHODS = {
     "minmax": Int8Method("min/max activation ranges; weight-error bias correction (TFLite), measured per-Conv "
                          "bias correction (ONNX)"),
+    # candidates measured against it (benchmarks/RESULTS.md, issue 30); each changes one thing
+    "onnx-percentile": Int8Method("ONNX: activation ranges at the 99.999th percentile of calibration values",
+                                  onnx_calibration="percentile"),
+    "onnx-entropy": Int8Method("ONNX: activation ranges by KL divergence (entropy calibration)",
+                               onnx_calibration="entropy"),
+    "onnx-moving-average": Int8Method("ONNX: activation ranges as the moving average of each image's min/max",
+                                      onnx_options={"CalibMovingAverage": True}),
+    "tflite-mse": Int8Method("TFLite: activation ranges of conv and add outputs chosen for the least squared error",
+                             tflite_ranges="mse"),
+    "float-logits": Int8Method("the last weighted layer's int8 sums written as float32 logits (no int8 output)",
+                               float_logits=True),
 }
 DEFAULT = "minmax"
 
