@@ -10,9 +10,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime.quantization")
 
 from edgelite.convert.float_logits import onnx_float_logits, tflite_float_logits  # noqa: E402
-from edgelite.convert.int8_methods import int8_method  # noqa: E402
 from edgelite.convert.onnx_export import quantize_int8  # noqa: E402
-from edgelite.errors import EdgeliteError  # noqa: E402
 
 
 def run_onnx(path, x):
@@ -102,9 +100,3 @@ def test_tflite_logits_come_out_float_on_both_kernel_paths():
         assert np.abs(outputs["float", xnnpack] - outputs["int8", xnnpack]).mean() < 2 * int8_step
         assert np.abs(outputs["float", xnnpack] - reference).mean() <= np.abs(outputs["int8", xnnpack]
                                                                                - reference).mean() * 1.1
-
-
-def test_an_unknown_int8_method_is_one_clear_error():
-    with pytest.raises(EdgeliteError, match="unknown int8 method 'nope'"):
-        int8_method("nope")
-    assert int8_method(None) is int8_method("minmax")
