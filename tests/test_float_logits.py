@@ -48,6 +48,9 @@ def test_onnx_logits_leave_the_int8_grid_and_come_closer_to_float(head, tmp_path
     quantize_int8(path, plain, calibration)
     recipe = quantize_int8(path, floated, calibration, float_logits=True)
     assert "float_logits_skipped" not in recipe
+    # the bias-correction count says what was done and what was left alone, and why (issue 30 point 5)
+    assert recipe["bias_correction"] == 1 and recipe["bias_correction_skipped"] == {
+        "Gemm: only Conv biases are corrected": 1}  # MatMul + Add, fused by quant_pre_process
     last = {n.output[0]: n for n in onnx.load(str(floated)).graph.node}["output"]
     assert last.op_type not in ("QuantizeLinear", "DequantizeLinear")  # the output is the head's own float
     assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(floated)).graph.node) < \
