@@ -21,6 +21,15 @@ def squared_error(values: np.ndarray, low: float, high: float) -> float:
     return float(np.mean(np.square((np.clip(np.round(values / scale) + zero, 0, 255) - zero) * scale - values)))
 
 
+def test_convert_names_an_unknown_int8_method_in_one_line(digits, tmp_path):
+    from conftest import run_cli
+
+    done = run_cli("convert", tmp_path / "model.keras", "--calib", digits, "--out", tmp_path / "out",
+                   "--int8-method", "nope")
+    assert done.returncode == 2 and "unknown int8 method 'nope'" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
 def test_a_long_tail_is_clipped_where_that_lowers_the_error():
     values = np.random.default_rng(0).laplace(0, 1, 20000)  # a linear bottleneck's output: most values small
     low, high = best_range(values, values.min(), values.max())
