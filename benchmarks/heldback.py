@@ -19,17 +19,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from edgelite import Classifier
-from edgelite.benchmarks.shared_data import SHARED
+from edgelite.benchmarks.shared_data import IMAGENET_CATS, SHARED
 from edgelite.classifier import background_offset
 from edgelite.convert.samples import split_images
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
 from edgelite.labeled import labeled_images
-
-
-# big-cats folders that are ImageNet classes -> their Keras ImageNet index
-IMAGENET_CATS = {"puma": 286, "african_leopard": 288, "snow_leopard": 289, "jaguar": 290, "lions": 291,
-                 "tiger": 292, "cheetah": 293}
 
 
 def held_back(classes: int, imagenet: Path = SHARED / "data/imagenet-sample",

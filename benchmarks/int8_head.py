@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_atomic
+from edgelite.parity import exact_ties
 
 from .shared_data import shared_dir
 
@@ -62,10 +61,9 @@ def run(args) -> int:
         for a in result.artifacts:
             if a.error:
                 raise EdgeliteError(f"{a.format} ({head}): {a.error}")
-            top = np.sort(a.scores, axis=1)
             rows[(a.format, head)] = {"format": a.format, "head": head, "path": str(a.path),
                                       "strict_top1": a.parity["top1_agreement"],
-                                      "exact_ties": int(np.sum(top[:, -1] == top[:, -2])),
+                                      "exact_ties": exact_ties(a.scores),
                                       "dead_outputs": a.parity["dead_outputs"],
                                       "total_variation": a.parity["total_variation"],
                                       "partitions": _partitions(a.path) if a.format == "tflite-int8" else None}

@@ -15,3 +15,7 @@ SHARED = shared_dir()
 DEFAULT_MODEL = SHARED / "data/third-party-models/mobilenet_v2_1.0_224_quant.tflite"
 DEFAULT_LABELS = SHARED / "data/third-party-models/imagenet_labels.txt"
 DEFAULT_IMAGES = SHARED / "data/imagenet-sample"
+
+# big-cats folders that are ImageNet classes -> their Keras ImageNet index
+IMAGENET_CATS = {"puma": 286, "african_leopard": 288, "snow_leopard": 289, "jaguar": 290, "lions": 291,
+                 "tiger": 292, "cheetah": 293}

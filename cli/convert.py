@@ -36,6 +36,10 @@ def add(sub) -> None:
     p.add_argument("--labels", help="labels file, one per line")
     p.add_argument("--io-type", choices=["int8", "uint8", "float32"], default="int8",
                    help="input/output type of full-int8 TFLite (default int8)")
+    p.add_argument("--int8-method", metavar="NAME",
+                   help="how the int8 files are made (default minmax: min/max ranges and bias correction; "
+                        "float-logits: the int8 head's sums written as float32 logits; the others, measured in "
+                        "benchmarks/RESULTS.md, in edgelite.convert.int8_methods)")
     p.add_argument("--nchw", action="store_true", help="ONNX with NCHW input")
     p.add_argument("--no-calib-mirror", action="store_true",
                    help="calibrate on the images only, not also on their mirror images")
@@ -72,7 +76,7 @@ def run(args) -> int:
                      weights=args.weights, thresholds={"fp32": fp, "fp16": fp, "dynamic": q, "int8": q},
                      mirror=not args.no_calib_mirror, rescue=not args.no_rescue, output=args.output,
                      near_tie=args.near_tie, done=lambda artifact: print(artifact.summary(), flush=True),
-                     size=tuple(args.size) if args.size else None)
+                     size=tuple(args.size) if args.size else None, int8_method=args.int8_method)
     failed = [a.format for a in result.artifacts if not a.passed]
     if failed:
         print(f"edgelite: {len(failed)} artifact(s) failed or fell below threshold: {', '.join(failed)}",

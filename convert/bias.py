@@ -47,6 +47,9 @@ def correct_onnx(prepared: Path, quantized: Path, calibration: Callable[[], Iter
     producer = {out: n for n in model.graph.node for out in n.output}
     targets, skipped = [], {}  # (quantized Conv's output, float Conv's output, bias initializer, its scale)
     for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm"):  # counted, so that the record says what was left alone
+            why = f"{node.op_type}: only Conv biases are corrected"
+            skipped[why] = skipped.get(why, 0) + 1
         if node.op_type != "Conv":
             continue
         bias = producer.get(node.input[2]) if len(node.input) > 2 else None

@@ -15,6 +15,7 @@ import numpy as np
 from edgelite.quiet import quiet
 
 from . import bias, onnx_export, tflite
+from .int8_methods import int8_method
 
 
 @dataclass
@@ -25,6 +26,8 @@ class Builds:
     nchw: bool  # ONNX with NCHW input
     logits: bool = False  # the model is the user's without its final softmax (Builds.int8)
     progress: object = None  # a text stream for the long steps' progress bars (converters' chatter is silenced)
+    int8_method: str = "minmax"  # int8_methods.METHODS: how the int8 formats are calibrated and corrected
+    ranges_changed: int | None = None  # int8: activation ranges the method chose other than min/max
     float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (dynamic_range.float_depthwise)
     _float_means: dict | None = None
     _dynamic_layers: object = None
@@ -47,7 +50,7 @@ class Builds:
             else:
                 (self.tmp / "logits").mkdir(exist_ok=True)
                 self._int8 = Builds(logits, self.tmp / "logits", self.calib, self.nchw, logits=True,
-                                    progress=self.progress)
+                                    progress=self.progress, int8_method=self.int8_method)
         return self._int8
 
     def calibration_batches(self):
@@ -104,11 +107,18 @@ class Builds:
 
     def calibrated(self) -> bytes:
         """The float conversion with its tensor ranges over the calibration set, measured once: every full-int8
-        build (the first, each rescue try, the per-layer report) is a quantization of it."""
+        build (the first, each rescue try, the per-layer report) is a quantization of it. The int8 method may
+        choose other ranges than the calibrator's min/max (tflite_ranges.py; how many: `ranges_changed`)."""
         path = self.tmp / "calibrated.tflite"
         if not path.exists():
             with quiet():
-                path.write_bytes(tflite.calibrate(self.tflite_fp32(), self.batches("TFLite int8 calibration")))
+                data = tflite.calibrate(self.tflite_fp32(), self.batches("TFLite int8 calibration"))
+                if int8_method(self.int8_method).tflite_ranges == "mse":
+                    from .tflite_ranges import mse_ranges
+
+                    data, self.ranges_changed = mse_ranges(data, self.tflite_fp32(),
+                                                           self.batches("TFLite activation ranges"))
+            path.write_bytes(data)
         return path.read_bytes()
 
     def float_means(self) -> dict:

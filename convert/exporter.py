@@ -172,7 +172,7 @@ class Exporter:
         record = {"key": key, "report": f"{stem.name}.layers.json"}
         if not found["passed"]:
             return {**recipe, "rescue": {**found, **record}}
-        new = evaluate.holding(found["excluded"], found.get("method", "minmax"))  # a bisection's later try failed
+        new = evaluate.holding(found["excluded"], found.get("method"))  # a bisection's later try failed
         cost = {"size_bytes": evaluate.trial.stat().st_size - plain_size,
                 "latency_ms": round(_latency(evaluate.trial) - plain_ms, 3)}
         os.replace(form.unembedded(evaluate.trial), staged)
@@ -190,16 +190,16 @@ class TrialEvaluator:
 
     def __init__(self, exporter: Exporter, form, precision: str, trial: Path):
         self.exporter, self.form, self.precision, self.trial = exporter, form, precision, trial
-        self.built: tuple[list[str], str] | None = None  # (excluded, method) of the try now in `trial`
+        self.built: tuple[list[str], str | None] | None = None  # (excluded, method) of the try now in `trial`
         self.recipe: dict | None = None  # its recipe
 
-    def __call__(self, excluded: Sequence[str], method: str = "minmax") -> float:
+    def __call__(self, excluded: Sequence[str], method: str | None = None) -> float:
         self.recipe = self.form.build(self.precision, self.trial, excluded, method)
         self.built = (list(excluded), method)
         scores = self.exporter.measure(self.trial, self.form, self.precision, self.recipe)[1]
         return parity(self.exporter.checks.reference, scores, self.exporter.gate.near_tie)["agreement"]
 
-    def holding(self, excluded: Sequence[str], method: str) -> dict:
+    def holding(self, excluded: Sequence[str], method: str | None) -> dict:
         """`trial` holding the given try (built again if a later one replaced it); returns its recipe."""
         if self.built != (list(excluded), method):
             self(excluded, method)

@@ -14,6 +14,8 @@ from edgelite.quiet import quiet
 
 from . import bias, onnx_export, tflite
 from .builds import Builds
+from .float_logits import tflite_float_logits
+from .int8_methods import int8_method
 
 
 class TFLiteFormat:
@@ -31,10 +33,10 @@ class TFLiteFormat:
             recipe.update(activations="int8", calibration_samples=len(self.builds.calib), io=self.io_type,
                           method="TFLiteConverter full-integer post-training quantization: per-channel int8 "
                                  "weights, int8 activations, min/max calibration",
-                          **_head(self.builds))
+                          **_head(self.builds), **_method(self.builds))
         return recipe
 
-    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str = "minmax") -> dict:
+    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str | None = None) -> dict:
         """Write the bare converted model to `staged`; returns its recipe. `exclude` (layers kept in float) and
         `method` ("bias_correction" for dynamic range) are a rescue's."""
         builds, recipe = self.builds, self.recipe(precision)
@@ -57,6 +59,12 @@ class TFLiteFormat:
                                                                                builds.float_means())
                 if skipped:
                     recipe["bias_correction_skipped"] = skipped  # why a layer's bias did not change
+            if precision == "int8":
+                if builds.ranges_changed is not None:
+                    recipe["ranges_changed"] = builds.ranges_changed  # activation ranges other than min/max
+                if int8_method(builds.int8_method).float_logits:
+                    data, why = tflite_float_logits(data)
+                    recipe.update({"float_logits_skipped": why} if why else _float_head(recipe))
         staged.write_bytes(data)
         if exclude:
             recipe["float_layers"] = list(exclude)
@@ -104,14 +112,14 @@ class OnnxFormat:
         recipe = {"weights": {"fp32": "float32", "fp16": "float16"}.get(precision, "int8")}
         if precision == "int8":
             recipe.update(activations="uint8", calibration_samples=len(self.builds.calib), io="float32",
-                          **_head(self.builds))
+                          **_head(self.builds), **_method(self.builds))
         recipe.update(opset=onnx_export.OPSET, layout="NCHW" if self.builds.nchw else "NHWC")
         return recipe
 
-    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str = "minmax") -> dict:
+    def build(self, precision: str, staged: Path, exclude: Sequence[str] = (), method: str | None = None) -> dict:
         """Write the bare converted model to `staged`; returns its recipe. `exclude` (nodes kept in float) and
-        `method` (the calibration method) are a rescue's."""
-        recipe = self.recipe(precision)
+        `method` (a calibration method instead of the int8 method's own) are a rescue's."""
+        recipe, chosen = self.recipe(precision), int8_method(self.builds.int8_method)
         with quiet():
             if precision == "fp32":
                 shutil.copyfile(self.builds.onnx_fp32(), staged)
@@ -119,7 +127,11 @@ class OnnxFormat:
                 batches = self.builds.batches("ONNX int8 calibration")
                 recipe.update(onnx_export.quantize_int8(self.builds.int8().onnx_fp32(), staged,
                                                         lambda: (self.inputs(b) for b in batches()),  # NCHW too
-                                                        exclude, method))
+                                                        exclude, method or chosen.onnx_calibration,
+                                                        options=chosen.onnx_options,
+                                                        float_logits=chosen.float_logits))
+                if chosen.float_logits and "float_logits_skipped" not in recipe:
+                    recipe.update(_float_head(recipe))
         return recipe
 
     def embed(self, staged: Path, meta: dict, extra: dict | None = None) -> None:
@@ -145,6 +157,16 @@ def _head(builds: Builds) -> dict:
     """An int8 recipe's head: the logits in int8 and the softmax in float after them, where the model ends in
     a softmax (Builds.int8)."""
     return {"head": "int8 logits, softmax in float"} if builds.int8().logits else {}
+
+
+def _float_head(recipe: dict) -> dict:
+    """An int8 recipe whose logits come out in float32 (float_logits.py): its head says so."""
+    return {"head": "int8 layers, float32 logits" + (", softmax in float" if "head" in recipe else "")}
+
+
+def _method(builds: Builds) -> dict:
+    """An int8 recipe's method: its name (int8_methods.METHODS) and what it does."""
+    return {"int8_method": builds.int8_method, "int8_method_summary": int8_method(builds.int8_method).summary}
 
 
 def outputs(builds: Builds, precision: str, document_outputs: str) -> str:

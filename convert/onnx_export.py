@@ -13,6 +13,7 @@ from edgelite.convert import bias
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.quiet import quiet
 
+from .float_logits import onnx_float_logits
 from .tf_graph import frozen_graph
 
 OPSET = 17
@@ -58,10 +59,13 @@ def _check_runnable(path: Path) -> None:
 
 
 def quantize_int8(fp32_path: Path, path: Path, calibration: Callable[[], Iterable[np.ndarray]],
-                  exclude: Sequence[str] = (), method: str = "minmax", correct_bias: bool = True) -> dict:
+                  exclude: Sequence[str] = (), method: str = "minmax", correct_bias: bool = True,
+                  options: dict | None = None, float_logits: bool = False) -> dict:
     """Static QDQ: per-channel int8 weights, uint8 activations, calibrated on the given float batches.
 
-    `exclude` names nodes kept in float; `method` is minmax, percentile or entropy; `correct_bias`
+    `exclude` names nodes kept in float; `method` is minmax, percentile or entropy; `options` are
+    quantize_static's extra_options (int8_methods.Int8Method.onnx_options); `float_logits` leaves the last
+    weighted layer's output unquantized (float_logits.py); `correct_bias`
     takes the mean error of the rounded weights out of the Conv biases (convert/bias.py). On CPUs whose
     u8 x s8 kernels saturate (x86 AVX2 without VNNI) the runtime runs the same weights as uint8
     (runtime/int8.py, `edgelite.int8`), so the file computes the same integers everywhere.
@@ -72,17 +76,21 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: Callable[[], Iterabl
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        _quantize(prepared, path, calibration, exclude, method)
+        _quantize(prepared, path, calibration, exclude, method, options or {})
         corrected, skipped = (bias.correct_onnx(prepared, path, calibration) if correct_bias
                               else (0, {"not asked for": 1}))
-    recipe = {"method": f"onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, {method}",
+        unfloated = onnx_float_logits(path, prepared) if float_logits else None
+    recipe = {"method": f"onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, {method}"
+                        + "".join(f", {k}={v}" for k, v in sorted((options or {}).items())),
               "bias_correction": corrected, "float_nodes": list(exclude)}
     if skipped:
         recipe["bias_correction_skipped"] = skipped  # why a Conv's bias was not corrected
+    if unfloated:
+        recipe["float_logits_skipped"] = unfloated
     return recipe
 
 
-def _quantize(prepared: Path, path: Path, calibration, exclude, method: str) -> None:
+def _quantize(prepared: Path, path: Path, calibration, exclude, method: str, options: dict) -> None:
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -103,7 +111,7 @@ def _quantize(prepared: Path, path: Path, calibration, exclude, method: str) -> 
     try:
         quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[method], nodes_to_exclude=list(exclude))
+                        calibrate_method=methods[method], nodes_to_exclude=list(exclude), extra_options=options)
     except Exception as exc:
         raise EdgeliteError(f"ONNX int8 quantization failed: {one_line(exc, last=True)}") from None
 

@@ -19,6 +19,7 @@ from edgelite.parity import NEAR_TIE
 from edgelite.preprocess import PreprocessSpec, batch, describe, from_pixels, pixels
 from edgelite.resolve import resolve_spec
 
+from . import int8_methods
 from .builds import Builds, progress_stream
 from .exporter import Artifact, CheckData, Exporter, Gate
 from .loading import import_tensorflow, load_model, load_source, source_of
@@ -49,7 +50,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
             nchw: bool = False, weights: str | None = None, mirror: bool = True, verbose: bool = True,
             rescue: bool = True, output: int | str | None = None, near_tie: float = NEAR_TIE,
             done: Callable[[Artifact], None] | None = None, size: tuple[int, int] | None = None,
-            example=None) -> Conversion:
+            example=None, int8_method: str | None = None) -> Conversion:
     """Export `model_path` to `formats` in `out_dir`, each verified on the `check` images.
 
     `model_path` is a model file or folder, or an application name ("mobilenetv2") with
@@ -68,7 +69,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
     given as `model_path`, with `size` (H, W) or an `example` input, through torch.onnx) is rebuilt as a
     channels-last Keras model that every format is exported from, and the reference is the source itself
     (onnxruntime on the file, torch on the module): the gate, the check set and the rescue measure each
-    artifact against it. `size` (H, W) fixes a dynamic input size (a Keras application family's evaluation
+    artifact against it. `int8_method` names how the int8 formats are made (int8_methods.METHODS; its DEFAULT
+    when None). `size` (H, W) fixes a dynamic input size (a Keras application family's evaluation
     size by default: keras_facts.family_size).
     """
     unknown = [f for f in formats if f not in FORMATS]
@@ -76,6 +78,8 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         raise EdgeliteError(f"unknown format(s) {', '.join(unknown)} (choose from {', '.join(FORMATS)})")
     if not check:
         raise EdgeliteError("no images to verify the exports on")
+    int8_method = int8_method or int8_methods.DEFAULT
+    int8_methods.int8_method(int8_method)  # an unknown name: one clear error before any work
     needs_calibration = any(f.endswith("int8") for f in formats)
     if needs_calibration and not calibration:
         raise EdgeliteError("no calibration images (int8 formats need some)")
@@ -129,7 +133,7 @@ def convert(model_path: str | Path, out_dir: str | Path, calibration: Sequence, 
         document["calibration"] = {"images": len(calibration), "with_mirror_images": mirror}
     artifacts = []
     with staging_dir(out_dir, ".convert-") as tmp, progress_stream(verbose) as progress:
-        builds = Builds(model, Path(tmp), calib, nchw, progress=progress)
+        builds = Builds(model, Path(tmp), calib, nchw, progress=progress, int8_method=int8_method)
         exporter = Exporter(builds, io_type=io_type, out_dir=out_dir,
                             stem=Path(source["file"]).stem, checks=CheckData(checks, reference, check_set),
                             document=document, gate=Gate(thresholds, near_tie, rescue), force=force)

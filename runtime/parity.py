@@ -61,6 +61,13 @@ def parity(reference: np.ndarray, scores: np.ndarray, near_tie: float = NEAR_TIE
     }
 
 
+def exact_ties(scores: np.ndarray) -> int:
+    """Rows [N, C] whose best score is tied exactly with another (argmax then takes the lower index): what a
+    coarse output step (an int8 SOFTMAX's 1/256) turns close answers into."""
+    top = np.sort(scores, axis=1)
+    return int(np.sum(top[:, -1] == top[:, -2])) if scores.shape[1] > 1 else 0
+
+
 def _distribution(scores: np.ndarray) -> np.ndarray:
     """Rows as probability distributions (a dead all-zero row: uniform)."""
     total = scores.sum(axis=1, keepdims=True)
