@@ -25,6 +25,7 @@ import numpy as np
 from edgelite.preprocess import PRESETS
 
 from .shared_data import SHARED
+from .tflite_ops import op_facts
 
 KERAS_MODEL = SHARED / "data/models/mobilenet_v2_1.0_224_imagenet.keras"
 # torchvision's normalisation, in 0-1 units: the runtime's "torch" preset (pixel units) is the one definition
@@ -233,13 +234,9 @@ def speed(out: Path, rounds: int) -> dict:
 
 
 def tflite_ops(path: str) -> dict:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(path)
-    interpreter.allocate_tensors()
-    ops = [op["op_name"] for op in interpreter._get_ops_details()]
-    return {"transposes": ops.count("TRANSPOSE"), "partitions": ops.count("DELEGATE"),
-            "dequantize": ops.count("DEQUANTIZE"), "ops": len(ops) - ops.count("DELEGATE")}
+    facts = op_facts(path)
+    return {"transposes": facts["transposes"], "partitions": facts["partitions"], "dequantize": facts["dequantize"],
+            "ops": facts["op_count"]}
 
 
 if __name__ == "__main__":

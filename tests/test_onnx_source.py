@@ -222,20 +222,53 @@ def test_a_rebuild_that_differs_from_the_source_is_refused(tmp_path):
         check_rebuild(source, images, "m.onnx")
 
 
-def test_hard_swish_is_a_second_delegate_partition_in_int8(tmp_path):
-    """What the README says hard-swish costs in int8 TFLite (XNNPACK leaves HARD_SWISH to the builtin kernels)."""
-    from ai_edge_litert.interpreter import Interpreter
+def tiny_v3(path, size=SIZE):
+    """A torch module with the ops of MobileNetV3 and EfficientNet at a tiny size, exported by torch.onnx (its
+    TorchScript exporter): hard-swish on feature maps and on the classifier's [N, C], squeeze-excite with
+    hard-sigmoid and with sigmoid (SiLU), adaptive average pooling, flatten, Linear."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
 
+    class SqueezeExcite(nn.Module):
+        def __init__(self, channels, gate):
+            super().__init__()
+            self.pool, self.reduce, self.expand = nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, 8, 1), nn.Conv2d(8, channels, 1)
+            self.gate = gate
+
+        def forward(self, x):
+            return x * self.gate(self.expand(torch.relu(self.reduce(self.pool(x)))))
+
+    def conv_bn(cin, cout, k, stride=1, groups=1, act=nn.Hardswish):
+        return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), act()]
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        *conv_bn(3, 16, 3, 2), *conv_bn(16, 16, 3, groups=16), SqueezeExcite(16, nn.Hardsigmoid()),
+        *conv_bn(16, 32, 1, act=nn.SiLU), *conv_bn(32, 32, 3, 2, groups=32, act=nn.SiLU), SqueezeExcite(32, nn.Sigmoid()),
+        *conv_bn(32, 48, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+        nn.Linear(48, 64), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(64, 10)).eval()
+    with torch.no_grad():
+        model[-1].weight.mul_(4)  # spread the logits: photos get different classes
+    torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"])
+    return path
+
+
+def test_hard_swish_and_squeeze_excite_stay_in_one_xnnpack_partition_in_int8(tmp_path):
+    """MobileNetV3's and EfficientNet's ops in int8 TFLite: no HARD_SWISH (which XNNPACK leaves to the builtin
+    kernels: a partition either side of each), no float island, no TRANSPOSE, one delegate partition."""
+    from edgelite.benchmarks.tflite_ops import op_facts
     from edgelite.convert import convert
 
     images = photos()
-    result = convert(small_cnn(tmp_path / "hs.onnx", hardswish=True), tmp_path / "out", images[:40], images[40:80],
+    result = convert(tiny_v3(tmp_path / "v3.onnx"), tmp_path / "out", images[:40], images[40:80],
                      formats=["tflite-int8"], verbose=False)
-    assert result.ok
-    interpreter = Interpreter(str(result.artifacts[0].path))
-    interpreter.allocate_tensors()
-    ops = [op["op_name"] for op in interpreter._get_ops_details()]
-    assert "HARD_SWISH" in ops and ops.count("DELEGATE") == 2 and "TRANSPOSE" not in ops, ops
+    assert result.ok, result.artifacts[0].error
+    facts = op_facts(result.artifacts[0].path)
+    assert "HARD_SWISH" not in facts["ops"] and facts["transposes"] == 0, facts
+    assert facts["dequantize"] == facts["quantize"] == facts["float_ops"] == 0, facts
+    assert facts["partitions"] == 1, facts
+    assert facts["ops"]["LOGISTIC"] >= 2 and facts["ops"]["DEPTHWISE_CONV_2D"] >= 2, facts
 
 
 def test_verify_measures_against_the_source_and_says_so(converted, capsys):
