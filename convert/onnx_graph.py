@@ -358,19 +358,24 @@ class Rebuild:
         a = attributes(node)
         alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
         ops = self.keras.ops
-        if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5 and self.multiplies_its_input(node):
-            # torch.onnx's hard-swish, x * HardSigmoid(x): the gate out of the TFLite converter's sight (op_HardSwish)
-            value = self.values[node.input[0]]
-            y = self.lam(node, lambda t: t * (1 / 6), self.hard_gate(node, value), "_sixth")
-            self.values[node.output[0]] = Value(y, value.perm, value.cols, nonnegative=True)
+        product = self.product_with_its_input(node) if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5 else None
+        if product is not None:
+            # x * HardSigmoid(x), torch.onnx's hard-swish (onnxruntime expands HardSwish to it too): made whole here,
+            # the Mul skipped (with the 1/6 after the product, the TFLite converter folds it into the next conv)
+            self.skip.add(product.output[0])
+            self.values[product.output[0]] = self.hard_swish(node, self.values[node.input[0]])
         elif abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
             self.activation(node, lambda x: ops.relu6(x + 3.0) * (1 / 6), nonnegative=True)
         else:
             self.activation(node, lambda x: ops.clip(x * alpha + beta, 0.0, 1.0), nonnegative=True)
 
-    def multiplies_its_input(self, node) -> bool:
-        return any(user.op_type == "Mul" and sorted(user.input) == sorted([node.input[0], node.output[0]])
-                   for user in self.consumers.get(node.output[0], []))
+    def product_with_its_input(self, node):
+        """The Mul that multiplies `node`'s input by its output, where that Mul is its output's only use."""
+        users = self.consumers.get(node.output[0], [])
+        if len(users) == 1 and users[0].op_type == "Mul" and node.output[0] not in (o.name for o in self.graph.output) \
+                and sorted(users[0].input) == sorted([node.input[0], node.output[0]]):
+            return users[0]
+        return None
 
     def hard_gate(self, node, value: Value):
         """relu6(x + 3) as a 1x1 depthwise convolution (weight 1, bias 3, ReLU6). Written with an ADD, the TFLite
@@ -392,11 +397,12 @@ class Rebuild:
             g = self.reshape(node, g, (channels,), "_as_vector")
         return g
 
+    def hard_swish(self, node, value: Value) -> Value:
+        y = self.keras.layers.Multiply(name=self.layer_name(node, "_swish"))([value.tensor, self.hard_gate(node, value)])
+        return Value(self.lam(node, lambda t: t * (1 / 6), y, "_sixth"), value.perm, value.cols)
+
     def op_HardSwish(self, node) -> None:
-        value = self.values[node.input[0]]
-        y = self.keras.layers.Multiply(name=self.layer_name(node))([value.tensor, self.hard_gate(node, value)])
-        y = self.lam(node, lambda t: t * (1 / 6), y, "_sixth")
-        self.values[node.output[0]] = Value(y, value.perm, value.cols)
+        self.values[node.output[0]] = self.hard_swish(node, self.values[node.input[0]])
 
     def op_Softmax(self, node) -> None:
         value = self.values[node.input[0]]
@@ -515,6 +521,10 @@ class Rebuild:
             layer = self.keras.layers.MaxPooling2D(kernel, strides, padding, name=self.layer_name(node))
         else:
             counts_padding = bool(a.get("count_include_pad", 0))
+            if kernel == (1, 1) and strides == (1, 1) and not any(a.get("pads", ())):
+                # an average of one pixel: torch's adaptive pooling to the size it already has (VGG's 7x7)
+                self.pass_through(node)
+                return
             x, padding = self.padded(node, x, a, kernel, strides, dilations)
             if padding == "same" and counts_padding:
                 raise self.unsupported(node, "with count_include_pad and uneven padding")

@@ -271,6 +271,46 @@ def test_hard_swish_and_squeeze_excite_stay_in_one_xnnpack_partition_in_int8(tmp
     assert facts["ops"]["LOGISTIC"] >= 2 and facts["ops"]["DEPTHWISE_CONV_2D"] >= 2, facts
 
 
+def test_vgg_and_resnet_heads_are_one_partition_with_no_pooling_left_to_float(tmp_path):
+    """torchvision's VGG head (adaptive average pooling to the size the map already has, Flatten of the map, Linear
+    ReLU Dropout Linear) and ResNet's stem (max pool padded after a ReLU) and residual Add, as torch.onnx writes
+    them: the 1x1 average pool is no op at all, the Flatten no TRANSPOSE, int8 TFLite one XNNPACK partition."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    from edgelite.benchmarks.tflite_ops import op_facts
+    from edgelite.convert import convert
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 7, 2, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+            self.block = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, 1, 1))
+            self.pool = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d((4, 4)))
+            self.head = nn.Sequential(nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 10))
+
+        def forward(self, x):
+            x = self.stem(x)
+            return self.head(torch.flatten(self.pool(x + self.block(x)), 1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        net.head[-1].weight.mul_(4)
+    path = tmp_path / "heads.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False, opset_version=17)
+    import onnx
+
+    assert "AveragePool" in [n.op_type for n in onnx.load(str(path)).graph.node]  # what the test is about
+    images = photos()
+    result = convert(path, tmp_path / "out", images[:40], images[40:80], formats=["tflite-int8"], verbose=False)
+    assert result.ok, result.artifacts[0].error
+    facts = op_facts(result.artifacts[0].path)
+    assert facts["transposes"] == 0 and facts["partitions"] == 1, facts
+    assert facts["dequantize"] == facts["quantize"] == facts["float_ops"] == 0, facts
+    assert "AVERAGE_POOL_2D" not in facts["ops"] and "DEPTHWISE_CONV_2D" not in facts["ops"], facts
+    assert facts["ops"]["FULLY_CONNECTED"] == 2 and facts["ops"]["MAX_POOL_2D"] == 3, facts
+
+
 def test_verify_measures_against_the_source_and_says_so(converted, capsys):
     _, out, _ = converted
     code, printed, err = run_cli(capsys, "verify", out / "small_cnn_int8.tflite", out / "small_cnn_int8.onnx")
