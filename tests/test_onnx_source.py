@@ -316,3 +316,19 @@ def test_verify_measures_against_the_source_and_says_so(converted, capsys):
     code, printed, err = run_cli(capsys, "verify", out / "small_cnn_int8.tflite", out / "small_cnn_int8.onnx")
     assert code == 0, err
     assert printed.count("agreement with the source (pytorch 2.13.0)") == 2 and "Keras" not in printed, printed
+
+
+def test_bench_takes_the_onnx_source_as_its_reference(converted):
+    """`bench --reference model.onnx`: the reference row is onnxruntime on the source, and each artifact's
+    agreement is measured against it (the fp32 ONNX export agrees on every photo)."""
+    from edgelite.benchmarks.bench import bench
+
+    source, out, _ = converted
+    items = [(p, None) for p in photos()[:24]]
+    document = bench([out / "small_cnn_fp32.onnx", out / "small_cnn_int8.tflite"], keras=source, items=items,
+                     runs=3, warmup=1, threads=[1], cold_repeat=1, verbose=False)
+    rows = {row["name"]: row for row in document["rows"]}
+    assert rows["source (onnxruntime)"]["format"] == "source.onnx" and rows["source (onnxruntime)"]["p50_ms"] > 0
+    fp32 = next(row for row in document["rows"] if row.get("path", "").endswith("small_cnn_fp32.onnx"))
+    assert fp32["agreement"] == 1.0 and fp32.get("agreement_source") == "measured", fp32
+
