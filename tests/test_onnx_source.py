@@ -319,7 +319,7 @@ def test_verify_measures_against_the_source_and_says_so(converted, capsys):
 
 
 def test_bench_takes_the_onnx_source_as_its_reference(converted):
-    """`bench --reference model.onnx`: the reference row is onnxruntime on the source, and each artifact's
+    """`bench --source model.onnx`: the reference row is onnxruntime on the source, and each artifact's
     agreement is measured against it (the fp32 ONNX export agrees on every photo)."""
     from edgelite.benchmarks.bench import bench
 
@@ -331,4 +331,17 @@ def test_bench_takes_the_onnx_source_as_its_reference(converted):
     assert rows["source (onnxruntime)"]["format"] == "source.onnx" and rows["source (onnxruntime)"]["p50_ms"] > 0
     fp32 = next(row for row in document["rows"] if row.get("path", "").endswith("small_cnn_fp32.onnx"))
     assert fp32["agreement"] == 1.0 and fp32.get("agreement_source") == "measured", fp32
+
+
+def test_bench_source_flag_is_the_general_reference(monkeypatch, capsys):
+    from edgelite.cli import bench as bench_cli
+
+    seen = {}
+    monkeypatch.setattr(bench_cli, "run", lambda args: seen.setdefault("reference", args.keras) and 0)
+    code, _, _ = run_cli(capsys, "bench", "a.tflite", "--source", "model.onnx")
+    assert code == 0 and seen["reference"] == "model.onnx"
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    printed = capsys.readouterr().out
+    assert "--source" in printed and ".pt2" in printed
 
