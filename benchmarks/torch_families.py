@@ -59,7 +59,7 @@ def run(args) -> int:
         raise EdgeliteError(f"no calibration folder {calib}")
     models = args.out / "models"
     models.mkdir(parents=True, exist_ok=True)
-    exports = {} if args.skip_export else export(args.archs, models, args.torch_python)
+    exports = {} if args.skip_export else export(args.archs, models, args.torch_python, calib)
     rows = []
     for arch in args.archs:
         for source in args.sources:
@@ -70,7 +70,7 @@ def run(args) -> int:
     return 0
 
 
-def export(archs: list[str], models: Path, torch_python: Path | None) -> dict:
+def export(archs: list[str], models: Path, torch_python: Path | None, photos: Path) -> dict:
     """Each architecture's export report (torch_export.py's JSON lines), run by `torch_python` or this interpreter
     (a process of its own either way: the exports' memory goes with it)."""
     if torch_python is None:
@@ -80,7 +80,8 @@ def export(archs: list[str], models: Path, torch_python: Path | None) -> dict:
         torch_python = Path(sys.executable)
     elif not torch_python.exists():
         raise EdgeliteError(f"--torch-python {torch_python}: no such interpreter")
-    done = subprocess.run([str(torch_python), str(EXPORT_SCRIPT), "--out", str(models), *archs],
+    done = subprocess.run([str(torch_python), str(EXPORT_SCRIPT), "--out", str(models), "--photos", str(photos),
+                           *archs],
                           capture_output=True, text=True)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 and not rows:
