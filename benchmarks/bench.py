@@ -29,6 +29,8 @@ from . import report
 from .coldstart import artifact_command, keras_command, measure_processes
 from .latency import keras_call
 
+SOURCE_SUFFIXES = (".onnx", ".pt2", ".pt")  # references convert takes from outside Keras (convert.loading)
+
 def environment() -> dict:
     """The machine and the versions that produced the figures: what tune records (edgelite.machine.machine), the
     int8 kernels' behaviour, and TensorFlow where this run used it."""
@@ -65,7 +67,8 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
           force: bool = False, title: str | None = None, verbose: bool = True, options: dict | None = None) -> dict:
     """Measure every artifact (and the Keras model) and return the results document.
 
-    Accuracy and agreement are measured on `data` (a labeled folder) or on `items`, a list of
+    `keras`: the reference, a Keras model or, as convert takes them, a float .onnx / .pt2 / .pt (run by onnxruntime
+    / torch). Accuracy and agreement are measured on `data` (a labeled folder) or on `items`, a list of
     (image, true class or None). `keras_model`: (model, its probabilities on the images) when
     they are at hand already.
     With `out`, also writes results.json/.csv/.md and .png there. `options`: {artifact path: backend
@@ -91,7 +94,10 @@ def bench(artifacts: Sequence[str | Path], data: str | Path | None = None, keras
 
     rows = []
     reference = None
-    if keras is not None:
+    if keras is not None and Path(keras).suffix.lower() in SOURCE_SUFFIXES:
+        source_rows, reference = _source_rows(keras, images, truth, runs, warmup, first_spec, verbose)
+        rows.extend(source_rows)
+    elif keras is not None:
         keras_rows, reference = _keras_rows(keras, keras_model, images, truth, runs, warmup, cold_repeat, preprocess,
                                             first_spec, verbose)
         rows.extend(keras_rows)
@@ -152,6 +158,37 @@ def _keras_rows(keras_path, loaded, images, truth, runs, warmup, cold_repeat, pr
     rows = [{"name": "Keras (compiled)", **common, **_latency_fields(compiled)},
             {"name": "Keras predict()", **common, **_latency_fields(plain)}]
     return rows, reference
+
+
+def _source_rows(path, images, truth, runs, warmup, first_spec, verbose):
+    """The reference row of a model from outside Keras (a float .onnx, a .pt2, a TorchScript .pt): run as convert
+    runs it for its gate (onnxruntime on the ONNX file, torch on a .pt2/.pt), on the pixels the artifacts take (the
+    first artifact's recorded preprocessing, held NHWC). Its latency is that runner's on one image."""
+    import dataclasses
+
+    from edgelite.classifier import scores_from_output
+    from edgelite.convert.loading import import_tensorflow, load_source
+    from edgelite.preprocess import batch
+
+    import_tensorflow()  # the ONNX route rebuilds the model in Keras while reading it
+    path = Path(path)
+    source = load_source(path)
+    spec = dataclasses.replace(first_spec, layout="NHWC")
+    probabilities = source.outputs == "probabilities"
+    reference, x = None, np.zeros((1, *spec.size, 3), np.float32)
+    if images:
+        reference = np.concatenate([scores_from_output(source.run(batch(images[i:i + 32], spec)),
+                                                       probabilities=probabilities)
+                                    for i in tqdm(range(0, len(images), 32), desc="source reference",
+                                                  disable=not verbose)])
+        x = batch(images[:1], spec)
+    timed = _timed({"source": lambda: (lambda: source.run(x))}, runs, warmup)["source"]
+    acc = accuracy(reference, truth) if reference is not None else {}
+    runner = "onnxruntime" if path.suffix.lower() == ".onnx" else "torch"
+    row = {"name": f"source ({runner})", "format": f"source{path.suffix.lower()}", "path": str(path),
+           "size_mb": size_mb(path), "top1": acc.get("top1"), "top5": acc.get("top5"), **SELF_AGREEMENT,
+           **_latency_fields(timed)}
+    return [row], reference
 
 
 def _timed(openers: dict, runs: int, warmup: int) -> dict:

@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import write_atomic
 
+from .convert_runs import convert_cli, speed
 from .shared_data import shared_dir
 
 # smallest and fastest first
 FAMILIES = ["MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "Transfer", "TransferV3", "NASNetMobile",
             "DenseNet121", "ResNet50", "ResNet50V2", "EfficientNetV2B0", "ConvNeXtTiny", "EfficientNetB1",
             "EfficientNetB2", "EfficientNetB3", "InceptionV3", "Xception", "VGG16"]
-ROW = re.compile(r"^\s+(tflite-\w+|onnx-\w+)\s+(ok|BELOW THRESHOLD|FAILED)\b\s*(.*)$")
 
 
 def main(argv=None) -> int:
@@ -115,38 +112,12 @@ def one_family(family: str, calib: Path, args) -> dict:
 
     gflops = 2 * multiply_adds(fixed_input(model)) / 1e9  # at the size convert takes
     out = args.out / family
-    command = [sys.executable, "-m", "edgelite.cli", "convert", str(path), "--calib", str(calib), "--out", str(out),
-               "--force"]
-    print(f"{family}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
-        code, stdout, stderr = done.returncode, done.stdout, done.stderr
-    except subprocess.TimeoutExpired as exc:
-        code, stdout, stderr = "timeout", _text(exc.stdout), _text(exc.stderr)
-    wall = time.perf_counter() - started
-    write_atomic(args.out / f"{family}.convert.log", f"{stdout}\n--- stderr ---\n{stderr}")  # all of it
-    formats = {m[1]: (m[2], m[3]) for m in map(ROW.match, stdout.splitlines()) if m}
-    preprocessing = next((line.split(":", 1)[1].strip() for line in stderr.splitlines()
-                          if line.startswith("preprocessing:")), None)
-    row = {"family": family, "exit": code, "wall_s": wall, "gflops": gflops, "s_per_gflop": wall / gflops,
-           "passed": sorted(f for f, (verdict, _) in formats.items() if verdict == "ok"),
-           "failed": {f: detail for f, (verdict, detail) in formats.items() if verdict != "ok"},
-           "preprocessing": preprocessing, "input": list(model.inputs[0].shape[1:]),
-           "stderr_tail": stderr.strip().splitlines()[-3:]}
+    log = args.out / f"{family}.convert.log"  # all it printed
+    row = {"family": family, **convert_cli(path, calib, out, args.timeout, log=log), "gflops": gflops,
+           "input": list(model.inputs[0].shape[1:])}
+    row["s_per_gflop"] = row["wall_s"] / gflops
     row.update(speed(out, family, args.rounds))
     return row
-
-
-def speed(out: Path, family: str, rounds: int) -> dict:
-    """tflite-int8 and tflite-fp32 ms per image, one thread, each timed alone in alternating rounds."""
-    from edgelite.timing import measure, opener, summary
-
-    files = {kind: out / f"{family}_{kind}.tflite" for kind in ("int8", "fp32")}
-    if not all(p.exists() for p in files.values()):
-        return {}
-    per_turn = measure({kind: opener(p, 1) for kind, p in files.items()}, rounds, 5)
-    return {f"{kind}_ms": summary(turns)["ms"] for kind, turns in per_turn.items()}
 
 
 def multiply_adds(model) -> int:
@@ -195,10 +166,6 @@ def table(rows: list) -> str:
     head = ("| family | exit | wall s | passed | preprocessing recorded | GFLOPs | s/GFLOP | int8 / fp32 ms | "
             "what failed |\n|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head, *map(table_line, rows)])
-
-
-def _text(value) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .shared_data import SHARED
+from .tflite_ops import op_facts
 from .torch_port import KERAS_MODEL, build_torch, export_onnx, port
 
 
@@ -146,13 +147,9 @@ def speed(out: Path, rounds: int) -> dict:
 
 
 def tflite_ops(path: str) -> dict:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(path)
-    interpreter.allocate_tensors()
-    ops = [op["op_name"] for op in interpreter._get_ops_details()]
-    return {"transposes": ops.count("TRANSPOSE"), "partitions": ops.count("DELEGATE"),
-            "dequantize": ops.count("DEQUANTIZE"), "ops": len(ops) - ops.count("DELEGATE")}
+    facts = op_facts(path)
+    return {"transposes": facts["transposes"], "partitions": facts["partitions"], "dequantize": facts["dequantize"],
+            "ops": facts["op_count"]}
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 
-
 from .options import model_choice, preprocess_choice, preprocessing_options
 from .ray_options import add_ray_options
 
@@ -18,7 +17,11 @@ def add(sub) -> None:
                                    "and a plot.")
     p.add_argument("models", nargs="+", help=".tflite/.onnx files or folders holding them (a bundle folder: the "
                                              "artifact and threads edgelite tune chose there)")
-    p.add_argument("--keras", help="the Keras model as reference (needs TensorFlow)")
+    p.add_argument("--source", dest="keras", metavar="MODEL",
+                   help="the model the artifacts came from, as reference: a Keras model (.keras, .h5, SavedModel), "
+                        "or a float .onnx (run by onnxruntime) / .pt2 / .pt (run by torch), as convert takes them; "
+                        "needs TensorFlow")
+    p.add_argument("--keras", dest="keras", help="a Keras model as reference (as --source)")
     p.add_argument("--reference", dest="keras", help=argparse.SUPPRESS)  # its name until 0.2: kept for one release
     p.add_argument("--data", help="labeled images: class sub-folders, or <wnid>_*.JPEG with wnids.txt")
     p.add_argument("--out", help="folder for results.json/.csv/.md/.png")

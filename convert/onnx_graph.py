@@ -95,6 +95,13 @@ class Rebuild:
     def lam(self, node, fn: Callable, inputs, suffix: str = ""):
         return self.keras.layers.Lambda(fn, name=self.layer_name(node, suffix))(inputs)
 
+    def reshape(self, node, x, shape: tuple, suffix: str = ""):
+        """x to [N, *shape] with a constant target (-1 for the batch): a Keras Reshape/Flatten reads the batch from
+        the tensor's shape at run time, SHAPE/STRIDED_SLICE/PACK ops in TFLite that XNNPACK does not take (a
+        partition either side)."""
+        ops = self.keras.ops
+        return self.lam(node, lambda t: ops.reshape(t, (-1, *shape)), x, suffix)
+
     def in_layout(self, node, value: Value, perm: tuple | None) -> object:
         """The value's Keras tensor laid out as ONNX-tensor.transpose(perm) (a TRANSPOSE only where it is not)."""
         have = value.perm or tuple(range(value.rank))
@@ -351,16 +358,51 @@ class Rebuild:
         a = attributes(node)
         alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
         ops = self.keras.ops
-        if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
+        product = self.product_with_its_input(node) if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5 else None
+        if product is not None:
+            # x * HardSigmoid(x), torch.onnx's hard-swish (onnxruntime expands HardSwish to it too): made whole here,
+            # the Mul skipped (with the 1/6 after the product, the TFLite converter folds it into the next conv)
+            self.skip.add(product.output[0])
+            self.values[product.output[0]] = self.hard_swish(node, self.values[node.input[0]])
+        elif abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
             self.activation(node, lambda x: ops.relu6(x + 3.0) * (1 / 6), nonnegative=True)
         else:
             self.activation(node, lambda x: ops.clip(x * alpha + beta, 0.0, 1.0), nonnegative=True)
 
+    def product_with_its_input(self, node):
+        """The Mul that multiplies `node`'s input by its output, where that Mul is its output's only use."""
+        users = self.consumers.get(node.output[0], [])
+        if len(users) == 1 and users[0].op_type == "Mul" and node.output[0] not in (o.name for o in self.graph.output) \
+                and sorted(users[0].input) == sorted([node.input[0], node.output[0]]):
+            return users[0]
+        return None
+
+    def hard_gate(self, node, value: Value):
+        """relu6(x + 3) as a 1x1 depthwise convolution (weight 1, bias 3, ReLU6). Written with an ADD, the TFLite
+        converter matches x * relu6(x + 3) / 6 to HARD_SWISH, which XNNPACK does not take in int8 (a delegate
+        partition either side of every hard-swish: MobileNetV3Small 20); this way hard-swish is
+        DEPTHWISE_CONV_2D + MUL, in the one partition. An [N, C] tensor (MobileNetV3's classifier) is held as
+        [N, 1, 1, C] for it (RESHAPEs, which XNNPACK takes)."""
+        keras = self.keras
+        if value.rank not in (2, 4):
+            raise self.unsupported(node, f"on a {value.rank}-D tensor")
+        x = value.tensor
+        channels = int(x.shape[-1])
+        if value.rank == 2:
+            x = self.reshape(node, x, (1, 1, channels), "_as_map")
+        gate = keras.layers.DepthwiseConv2D(1, activation="relu6", name=self.layer_name(node, "_gate"))
+        g = gate(x)
+        gate.set_weights([np.ones((1, 1, channels, 1), np.float32), np.full(channels, 3.0, np.float32)])
+        if value.rank == 2:
+            g = self.reshape(node, g, (channels,), "_as_vector")
+        return g
+
+    def hard_swish(self, node, value: Value) -> Value:
+        y = self.keras.layers.Multiply(name=self.layer_name(node, "_swish"))([value.tensor, self.hard_gate(node, value)])
+        return Value(self.lam(node, lambda t: t * (1 / 6), y, "_sixth"), value.perm, value.cols)
+
     def op_HardSwish(self, node) -> None:
-        ops = self.keras.ops
-        # TFLite makes this HARD_SWISH, which this XNNPACK leaves to the builtin kernels in int8: a second delegate
-        # partition (as in a Keras-made MobileNetV3); measured, every spelling of it was matched to HARD_SWISH
-        self.activation(node, lambda x: x * (ops.relu6(x + 3.0) * (1 / 6)))
+        self.values[node.output[0]] = self.hard_swish(node, self.values[node.input[0]])
 
     def op_Softmax(self, node) -> None:
         value = self.values[node.input[0]]
@@ -479,6 +521,10 @@ class Rebuild:
             layer = self.keras.layers.MaxPooling2D(kernel, strides, padding, name=self.layer_name(node))
         else:
             counts_padding = bool(a.get("count_include_pad", 0))
+            if kernel == (1, 1) and strides == (1, 1) and not any(a.get("pads", ())):
+                # an average of one pixel: torch's adaptive pooling to the size it already has (VGG's 7x7)
+                self.pass_through(node)
+                return
             x, padding = self.padded(node, x, a, kernel, strides, dilations)
             if padding == "same" and counts_padding:
                 raise self.unsupported(node, "with count_include_pad and uneven padding")
@@ -526,7 +572,7 @@ class Rebuild:
         if value.perm is not None:
             order = np.arange(count).reshape((1,) + tuple(shape[1:])).transpose(value.perm)[0]
         cols = order.ravel()
-        y = self.keras.layers.Reshape((count,), name=self.layer_name(node))(value.tensor)
+        y = self.reshape(node, value.tensor, (count,))
         self.values[node.output[0]] = Value(y, None, None if np.array_equal(cols, np.arange(count)) else cols)
 
     def op_Flatten(self, node) -> None:
@@ -555,7 +601,7 @@ class Rebuild:
         if len(target) == 2 and target[1] in (-1, count):
             self.to_2d(node, value)
         elif value.rank == 2 and len(target) == 4 and target[2:] == [1, 1] and value.cols is None:
-            y = self.keras.layers.Reshape((1, 1, count), name=self.layer_name(node))(value.tensor)
+            y = self.reshape(node, value.tensor, (1, 1, count))
             self.values[node.output[0]] = Value(y, NHWC)
         else:
             raise self.unsupported(node, f"from {list(shape)} to {target}")
@@ -565,7 +611,7 @@ class Rebuild:
         axes = attributes(node).get("axes") or self.const(node.input[1]).tolist()
         if value.rank != 2 or sorted(axes) != [2, 3] or value.cols is not None:
             raise self.unsupported(node, f"of axes {axes} (only [N, C] to [N, C, 1, 1])")
-        y = self.keras.layers.Reshape((1, 1, int(value.tensor.shape[-1])), name=self.layer_name(node))(value.tensor)
+        y = self.reshape(node, value.tensor, (1, 1, int(value.tensor.shape[-1])))
         self.values[node.output[0]] = Value(y, NHWC)
 
     def dense(self, node, x: Value, kernel: np.ndarray, bias: np.ndarray | None) -> None:

@@ -222,20 +222,93 @@ def test_a_rebuild_that_differs_from_the_source_is_refused(tmp_path):
         check_rebuild(source, images, "m.onnx")
 
 
-def test_hard_swish_is_a_second_delegate_partition_in_int8(tmp_path):
-    """What the README says hard-swish costs in int8 TFLite (XNNPACK leaves HARD_SWISH to the builtin kernels)."""
-    from ai_edge_litert.interpreter import Interpreter
+def tiny_v3(path, size=SIZE):
+    """A torch module with the ops of MobileNetV3 and EfficientNet at a tiny size, exported by torch.onnx (its
+    TorchScript exporter): hard-swish on feature maps and on the classifier's [N, C], squeeze-excite with
+    hard-sigmoid and with sigmoid (SiLU), adaptive average pooling, flatten, Linear."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
 
+    class SqueezeExcite(nn.Module):
+        def __init__(self, channels, gate):
+            super().__init__()
+            self.pool, self.reduce, self.expand = nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, 8, 1), nn.Conv2d(8, channels, 1)
+            self.gate = gate
+
+        def forward(self, x):
+            return x * self.gate(self.expand(torch.relu(self.reduce(self.pool(x)))))
+
+    def conv_bn(cin, cout, k, stride=1, groups=1, act=nn.Hardswish):
+        return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), act()]
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        *conv_bn(3, 16, 3, 2), *conv_bn(16, 16, 3, groups=16), SqueezeExcite(16, nn.Hardsigmoid()),
+        *conv_bn(16, 32, 1, act=nn.SiLU), *conv_bn(32, 32, 3, 2, groups=32, act=nn.SiLU), SqueezeExcite(32, nn.Sigmoid()),
+        *conv_bn(32, 48, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+        nn.Linear(48, 64), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(64, 10)).eval()
+    with torch.no_grad():
+        model[-1].weight.mul_(4)  # spread the logits: photos get different classes
+    torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"])
+    return path
+
+
+def test_hard_swish_and_squeeze_excite_stay_in_one_xnnpack_partition_in_int8(tmp_path):
+    """MobileNetV3's and EfficientNet's ops in int8 TFLite: no HARD_SWISH (which XNNPACK leaves to the builtin
+    kernels: a partition either side of each), no float island, no TRANSPOSE, one delegate partition."""
+    from edgelite.benchmarks.tflite_ops import op_facts
     from edgelite.convert import convert
 
     images = photos()
-    result = convert(small_cnn(tmp_path / "hs.onnx", hardswish=True), tmp_path / "out", images[:40], images[40:80],
+    result = convert(tiny_v3(tmp_path / "v3.onnx"), tmp_path / "out", images[:40], images[40:80],
                      formats=["tflite-int8"], verbose=False)
-    assert result.ok
-    interpreter = Interpreter(str(result.artifacts[0].path))
-    interpreter.allocate_tensors()
-    ops = [op["op_name"] for op in interpreter._get_ops_details()]
-    assert "HARD_SWISH" in ops and ops.count("DELEGATE") == 2 and "TRANSPOSE" not in ops, ops
+    assert result.ok, result.artifacts[0].error
+    facts = op_facts(result.artifacts[0].path)
+    assert "HARD_SWISH" not in facts["ops"] and facts["transposes"] == 0, facts
+    assert facts["dequantize"] == facts["quantize"] == facts["float_ops"] == 0, facts
+    assert facts["partitions"] == 1, facts
+    assert facts["ops"]["LOGISTIC"] >= 2 and facts["ops"]["DEPTHWISE_CONV_2D"] >= 2, facts
+
+
+def test_vgg_and_resnet_heads_are_one_partition_with_no_pooling_left_to_float(tmp_path):
+    """torchvision's VGG head (adaptive average pooling to the size the map already has, Flatten of the map, Linear
+    ReLU Dropout Linear) and ResNet's stem (max pool padded after a ReLU) and residual Add, as torch.onnx writes
+    them: the 1x1 average pool is no op at all, the Flatten no TRANSPOSE, int8 TFLite one XNNPACK partition."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    from edgelite.benchmarks.tflite_ops import op_facts
+    from edgelite.convert import convert
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 7, 2, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+            self.block = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, 1, 1))
+            self.pool = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d((4, 4)))
+            self.head = nn.Sequential(nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 10))
+
+        def forward(self, x):
+            x = self.stem(x)
+            return self.head(torch.flatten(self.pool(x + self.block(x)), 1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        net.head[-1].weight.mul_(4)
+    path = tmp_path / "heads.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False, opset_version=17)
+    import onnx
+
+    assert "AveragePool" in [n.op_type for n in onnx.load(str(path)).graph.node]  # what the test is about
+    images = photos()
+    result = convert(path, tmp_path / "out", images[:40], images[40:80], formats=["tflite-int8"], verbose=False)
+    assert result.ok, result.artifacts[0].error
+    facts = op_facts(result.artifacts[0].path)
+    assert facts["transposes"] == 0 and facts["partitions"] == 1, facts
+    assert facts["dequantize"] == facts["quantize"] == facts["float_ops"] == 0, facts
+    assert "AVERAGE_POOL_2D" not in facts["ops"] and "DEPTHWISE_CONV_2D" not in facts["ops"], facts
+    assert facts["ops"]["FULLY_CONNECTED"] == 2 and facts["ops"]["MAX_POOL_2D"] == 3, facts
 
 
 def test_verify_measures_against_the_source_and_says_so(converted, capsys):
@@ -243,3 +316,32 @@ def test_verify_measures_against_the_source_and_says_so(converted, capsys):
     code, printed, err = run_cli(capsys, "verify", out / "small_cnn_int8.tflite", out / "small_cnn_int8.onnx")
     assert code == 0, err
     assert printed.count("agreement with the source (pytorch 2.13.0)") == 2 and "Keras" not in printed, printed
+
+
+def test_bench_takes_the_onnx_source_as_its_reference(converted):
+    """`bench --source model.onnx`: the reference row is onnxruntime on the source, and each artifact's
+    agreement is measured against it (the fp32 ONNX export agrees on every photo)."""
+    from edgelite.benchmarks.bench import bench
+
+    source, out, _ = converted
+    items = [(p, None) for p in photos()[:24]]
+    document = bench([out / "small_cnn_fp32.onnx", out / "small_cnn_int8.tflite"], keras=source, items=items,
+                     runs=3, warmup=1, threads=[1], cold_repeat=1, verbose=False)
+    rows = {row["name"]: row for row in document["rows"]}
+    assert rows["source (onnxruntime)"]["format"] == "source.onnx" and rows["source (onnxruntime)"]["p50_ms"] > 0
+    fp32 = next(row for row in document["rows"] if row.get("path", "").endswith("small_cnn_fp32.onnx"))
+    assert fp32["agreement"] == 1.0 and fp32.get("agreement_source") == "measured", fp32
+
+
+def test_bench_source_flag_is_the_general_reference(monkeypatch, capsys):
+    from edgelite.cli import bench as bench_cli
+
+    seen = {}
+    monkeypatch.setattr(bench_cli, "run", lambda args: seen.setdefault("reference", args.keras) and 0)
+    code, _, _ = run_cli(capsys, "bench", "a.tflite", "--source", "model.onnx")
+    assert code == 0 and seen["reference"] == "model.onnx"
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    printed = capsys.readouterr().out
+    assert "--source" in printed and ".pt2" in printed
+
