@@ -345,3 +345,29 @@ def test_bench_source_flag_is_the_general_reference(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "--source" in printed and ".pt2" in printed
 
+
+
+def test_large_logits_that_agree_to_float_rounding_pass_the_rebuild_check():
+    """A random EfficientNet-B0 from torchvision has logits in the hundreds: float32 rounding alone moved its
+    probabilities by 2.4e-4 (above the 1e-4 bar) while its logits agreed to 2.4e-6 of their scale. Such a rebuild
+    is faithful; one off by 1 % of the logits is not, whatever their size."""
+    from edgelite.convert.onnx_source import LOGIT_TOLERANCE, REBUILD_TOLERANCE, rebuild_error
+
+    rng = np.random.default_rng(0)
+    theirs = (rng.normal(size=(16, 1000)) * 60).astype(np.float32)
+    theirs[:, :2] = 300.0 + rng.normal(size=(16, 2)).astype(np.float32) * 0.01  # two classes near a tie
+    rounded = theirs.copy()
+    rounded[:, 0] += 1e-3  # 3e-6 of the logits' scale, where two classes tie: the probabilities move 2.5e-4
+    diff, relative = rebuild_error(rounded, theirs, probabilities=False)
+    assert diff > REBUILD_TOLERANCE and relative < LOGIT_TOLERANCE  # what the probability bar alone refused
+    wrong = theirs.copy()
+    wrong[:, 0] += 3.0  # 1 % of the logits' scale
+    diff, relative = rebuild_error(wrong, theirs, probabilities=False)
+    assert diff > REBUILD_TOLERANCE and relative > LOGIT_TOLERANCE
+    probabilities = np.exp(theirs - theirs.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    moved = probabilities.copy()
+    moved[:, 0] += 2e-4
+    moved[:, 1] -= 2e-4
+    diff, relative = rebuild_error(moved, probabilities, probabilities=True)
+    assert diff == relative > REBUILD_TOLERANCE
