@@ -15,7 +15,7 @@ import numpy as np
 from edgelite.quiet import quiet
 
 from . import bias, onnx_export, tflite
-from .int8_methods import int8_method
+from .int8_methods import DEFAULT, int8_method
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Builds:
     nchw: bool  # ONNX with NCHW input
     logits: bool = False  # the model is the user's without its final softmax (Builds.int8)
     progress: object = None  # a text stream for the long steps' progress bars (converters' chatter is silenced)
-    int8_method: str = "minmax"  # int8_methods.METHODS: how the int8 formats are calibrated and corrected
+    int8_method: str = DEFAULT  # int8_methods.METHODS: how the int8 formats are calibrated and corrected
     ranges_changed: int | None = None  # int8: activation ranges the method chose other than min/max
     float_depthwise: int = 0  # dynamic range: depthwise layers given float weights (dynamic_range.float_depthwise)
     _float_means: dict | None = None
