@@ -1,6 +1,7 @@
 """Keras -> ONNX with tf2onnx, int8 QDQ with onnxruntime's quantization, and ONNX metadata."""
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -17,6 +18,10 @@ from .float_logits import onnx_float_logits
 from .tf_graph import frozen_graph
 
 OPSET = 17
+# onnxruntime's histogram calibrators (percentile, entropy) hold every activation of every calibration sample
+# until the end: MobileNetV2 with 400 samples grew past 13 GB and was killed (benchmarks/RESULTS.md, issue 30).
+# They see at most this many samples (about 2 GB there); min/max keeps only running extremes and sees them all.
+HISTOGRAM_SAMPLES = 64
 
 
 def to_onnx(model, path: Path, nchw: bool = False) -> Path:
@@ -102,7 +107,8 @@ def _quantize(prepared: Path, path: Path, calibration, exclude, method: str, opt
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter(calibration())
+            batches = calibration()
+            self.batches = iter(batches) if method == "minmax" else itertools.islice(batches, HISTOGRAM_SAMPLES)
 
         def get_next(self):
             batch = next(self.batches, None)
