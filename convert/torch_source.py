@@ -121,7 +121,9 @@ def _from_module(torch, module, path: Path, kind: str, sha256: str, shape, outpu
         except Exception as exc:
             raise EdgeliteError(f"{path}: torch.onnx.export failed ({one_line(exc, last=True)})") from None
         source = load_onnx(onnx_path, output, None)
-    source.run, source.path = _runner(torch, module), path
+    # the reference is torch; onnxruntime on its export (its session made while the file exists) is the other
+    # float32 run of it that check_rebuild's floor compares with
+    source.run, source.other, source.path = _runner(torch, module), source.run, path
     source.info.update(producer=f"torch {torch.__version__.split('+')[0]} ({kind})", exported_by="torch.onnx "
                        f"(TorchScript exporter, opset {OPSET})", sha256=sha256)
     return source

@@ -209,7 +209,7 @@ def test_convert_takes_the_users_preprocessing_over_the_torch_convention(tmp_pat
 
 def test_a_rebuild_that_differs_from_the_source_is_refused(tmp_path):
     from edgelite.convert.loading import import_tensorflow, load_source
-    from edgelite.convert.onnx_source import check_rebuild
+    from edgelite.convert.onnx_source import REBUILD_TOLERANCE, check_rebuild
     from edgelite.errors import EdgeliteError
 
     import_tensorflow()
@@ -217,9 +217,16 @@ def test_a_rebuild_that_differs_from_the_source_is_refused(tmp_path):
     images = np.random.default_rng(1).normal(size=(8, SIZE, SIZE, 3)).astype(np.float32)
     assert check_rebuild(source, images, "m.onnx") < TOLERANCE
     right = source.run
-    source.run = lambda x: right(x) * 1.01  # a source whose logits the rebuild no longer matches
+    def moved(share):  # the source's outputs with `share` of each class's neighbour's added
+        return lambda x: right(x) + share * np.roll(right(x), 1, axis=1)
+
+    source.run = moved(0.02)  # a source whose outputs the rebuild no longer matches
+    source.other = moved(0.0201)  # another float32 run of it agrees with it far better than the rebuild does
     with pytest.raises(EdgeliteError, match="differs from the source"):
         check_rebuild(source, images, "m.onnx")
+    source.other = right  # another float32 run of the source is as far from it as the rebuild: the floor
+    check_rebuild(source, images, "m.onnx")
+    assert source.info["rebuild_floor"]["max_abs_diff"] > 2 * REBUILD_TOLERANCE
 
 
 def tiny_v3(path, size=SIZE):
