@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgelite.convert.pipeline import FORMATS
 from edgelite.files import write_atomic
 
 ROW = re.compile(r"^\s+(tflite-\w+|onnx-\w+)\s+(ok|BELOW THRESHOLD|FAILED)\b\s*(.*)$")
@@ -30,6 +31,10 @@ def convert_cli(path: Path, calib: Path, out: Path, timeout: float, *extra: str,
     if log is not None:
         write_atomic(log, f"{stdout}\n--- stderr ---\n{stderr}")
     formats = {m[1]: (m[2], m[3]) for m in map(ROW.match, stdout.splitlines()) if m}
+    asked = list(extra[extra.index("--formats") + 1:]) if "--formats" in extra else FORMATS
+    for name in asked:  # a process that was killed or timed out never printed these rows
+        if name in FORMATS and name not in formats:
+            formats[name] = ("MISSING", f"no result: the process ended first (exit {code})")
     preprocessing = next((line.split(":", 1)[1].strip() for line in stderr.splitlines()
                           if line.startswith("preprocessing:")), None)
     return {"exit": code, "wall_s": wall,

@@ -1,6 +1,7 @@
 """Keras -> ONNX with tf2onnx, int8 QDQ with onnxruntime's quantization, and ONNX metadata."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import tempfile
@@ -35,7 +36,7 @@ def to_onnx(model, path: Path, nchw: bool = False) -> Path:
         raise EdgeliteError("--nchw needs an input with a channel axis [N, H, W, C]")
     try:
         graph_def, input_name, output_name = frozen_graph(model, (None,) + shape[1:])
-        with quiet():
+        with quiet(), _weights_written_once():
             tf2onnx.convert.from_graph_def(graph_def, input_names=[input_name], output_names=[output_name],
                                            opset=OPSET, output_path=str(path),
                                            tensors_to_rename={input_name: "input", output_name: "output_0"},
@@ -46,6 +47,42 @@ def to_onnx(model, path: Path, nchw: bool = False) -> Path:
     except Exception as exc:
         raise EdgeliteError(f"ONNX conversion failed: {one_line(exc, last=True)}") from None
     return path
+
+
+@contextlib.contextmanager
+def _weights_written_once():
+    """tf2onnx's optimizers bound VGG16's conversion by memory, not work. After each optimizer pass tf2onnx
+    rewrites every node's NodeProto (`Node.update_proto`: `del attribute[:]`, then the attributes again), a copy of
+    every weight each time; under protobuf's upb backend the memory of what was removed is freed only with the
+    message, and tf2onnx also deep-copies the whole graph before each optimizer (to fall back if one fails). VGG16
+    (553 MB of weights) grew past 23 GB and was killed. Here a Const node whose value is the one already written is
+    not rewritten (a changed value is a new attribute object: `Node.set_tensor_value`), and the deep copies are
+    off (tf2onnx reads TF2ONNX_CATCH_ERRORS: an optimizer that fails now fails the conversion, in one line)."""
+    import os
+
+    from tf2onnx.graph import Node
+
+    original = Node.update_proto
+
+    def update_proto(self, external_tensor_storage=None):
+        value = self._attr.get("value") if self.is_const() else None
+        if value is None or getattr(self, "_written", None) is not value:
+            original(self, external_tensor_storage)
+            self._written = value
+        elif list(self._op.output) != list(self.output):
+            del self._op.output[:]
+            self._op.output.extend(self.output)
+
+    saved = os.environ.get("TF2ONNX_CATCH_ERRORS")
+    Node.update_proto, os.environ["TF2ONNX_CATCH_ERRORS"] = update_proto, "FALSE"
+    try:
+        yield
+    finally:
+        Node.update_proto = original
+        if saved is None:
+            del os.environ["TF2ONNX_CATCH_ERRORS"]
+        else:
+            os.environ["TF2ONNX_CATCH_ERRORS"] = saved
 
 
 def _check_runnable(path: Path) -> None:
