@@ -36,11 +36,17 @@ def to_onnx(model, path: Path, nchw: bool = False) -> Path:
         raise EdgeliteError("--nchw needs an input with a channel axis [N, H, W, C]")
     try:
         graph_def, input_name, output_name = frozen_graph(model, (None,) + shape[1:])
-        with quiet(), _weights_written_once():
-            tf2onnx.convert.from_graph_def(graph_def, input_names=[input_name], output_names=[output_name],
-                                           opset=OPSET, output_path=str(path),
-                                           tensors_to_rename={input_name: "input", output_name: "output_0"},
-                                           inputs_as_nchw=[input_name] if nchw else None)
+        options = dict(input_names=[input_name], output_names=[output_name], opset=OPSET, output_path=str(path),
+                       tensors_to_rename={input_name: "input", output_name: "output_0"},
+                       inputs_as_nchw=[input_name] if nchw else None)
+        with quiet():
+            try:
+                with _weights_written_once():
+                    tf2onnx.convert.from_graph_def(graph_def, **options)
+            except Exception:  # one of tf2onnx's optimizers failed (its transpose optimizer on a scalar Add, as
+                # MobileNetV3's hard-swish has): tf2onnx's own way, a copy of the graph per optimizer and a failed
+                # one skipped
+                tf2onnx.convert.from_graph_def(graph_def, **options)
         _check_runnable(path)
     except EdgeliteError as exc:
         raise EdgeliteError(f"ONNX conversion failed: {exc}") from None
@@ -57,7 +63,8 @@ def _weights_written_once():
     message, and tf2onnx also deep-copies the whole graph before each optimizer (to fall back if one fails). VGG16
     (553 MB of weights) grew past 23 GB and was killed. Here a Const node whose value is the one already written is
     not rewritten (a changed value is a new attribute object: `Node.set_tensor_value`), and the deep copies are
-    off (tf2onnx reads TF2ONNX_CATCH_ERRORS: an optimizer that fails now fails the conversion, in one line)."""
+    off (tf2onnx reads TF2ONNX_CATCH_ERRORS). An optimizer that fails then fails the conversion, which `to_onnx`
+    runs again tf2onnx's own way."""
     import os
 
     from tf2onnx.graph import Node

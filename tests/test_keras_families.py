@@ -210,3 +210,26 @@ def test_onnx_conversion_memory_does_not_grow_with_tf2onnx_passes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     growth = float(done.stdout.strip().splitlines()[-1])
     assert growth < 35, f"peak memory grew by {growth:.1f}x the model's weights"
+
+
+def test_a_squeeze_excite_block_converts_to_onnx(tmp_path):
+    """MobileNetV3's squeeze-excite (hard-sigmoid on the pooled [N, 1, 1, C] map) makes tf2onnx's transpose
+    optimizer raise ("max() arg is an empty sequence"); tf2onnx's own way skips that pass, and so must ours."""
+    import keras
+    import onnxruntime as ort
+
+    from edgelite.convert.onnx_export import to_onnx
+
+    layers = keras.layers
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inputs)
+    s = layers.Conv2D(4, 1, activation="relu")(layers.GlobalAveragePooling2D(keepdims=True)(x))
+    s = layers.Activation("hard_sigmoid")(layers.Conv2D(8, 1)(s))
+    x = layers.GlobalAveragePooling2D()(layers.Multiply()([x, s]))
+    model = keras.Model(inputs, layers.Dense(3)(x))
+    to_onnx(model, tmp_path / "se.onnx")
+    sample = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "se.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: sample})[0]
+    np.testing.assert_allclose(got, np.asarray(model(sample)), atol=1e-5)
