@@ -18,7 +18,7 @@ from edgelite.classifier import Classifier, sidecar_path
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, write_json
 from edgelite.layers import format_table, format_tries, method_label
-from edgelite.parity import NEAR_TIE, min_agreement, parity
+from edgelite.parity import MAX_TOTAL_VARIATION, NEAR_TIE, min_agreement, parity, passes
 from edgelite.quiet import quiet
 from edgelite.timing import time_calls
 
@@ -57,7 +57,9 @@ class Artifact:
                 f"{p['near_ties_flipped']} near-ties flipped"
                 + (f", {p['dead_outputs']} dead outputs: all one value" if p.get("dead_outputs") else "") + "), "
                 f"top-5 overlap {p['top5_overlap']:.1%}, max |dp| {p['max_abs_diff']:.2e}, "
-                f"{self.size / 1e6:.2f} MB, {self.seconds:.1f}s")
+                + (f"total variation {p['total_variation']:.2f} > {MAX_TOTAL_VARIATION}: far from the source's "
+                   "probabilities, " if p["total_variation"] > MAX_TOTAL_VARIATION else "")
+                + f"{self.size / 1e6:.2f} MB, {self.seconds:.1f}s")
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,11 @@ class Exporter:
             recipe = form.build(precision, staged)
             classifier, artifact.scores = self.measure(staged, form, precision, recipe)
             artifact.parity = parity(self.checks.reference, artifact.scores, self.gate.near_tie)
-            if artifact.parity["agreement"] < least and precision in RESCUED and self.gate.rescue:
+            if not passes(artifact.parity, least) and precision in RESCUED and self.gate.rescue:
                 recipe = self.rescued(form, precision, staged, artifact, least, recipe)
                 classifier, artifact.scores = self.measure(staged, form, precision, recipe)
                 artifact.parity = parity(self.checks.reference, artifact.scores, self.gate.near_tie)
-            artifact.passed = artifact.parity["agreement"] >= least
+            artifact.passed = passes(artifact.parity, least)
             check_set = self.checks.check_set
             exported = np.concatenate([classifier.scores(classifier.prepare_pixels(p)) for p in check_set["pixels"]])
             kernels = {**checkset.cpu_kernels(), "backend": classifier.backend.version}

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import EdgeliteError, one_line
-from .parity import NEAR_TIE, parity
+from .parity import NEAR_TIE, parity, passes
 
 CHECK_IMAGES = 24
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
@@ -143,12 +143,12 @@ def verify(classifier, min_agreement: float | None = None) -> dict:
         "model": str(classifier.path),
         "reference": reference_name(classifier.metadata),
         **{k: figures[k] for k in ("images", "top1_agreement", "agreement", "near_tie", "near_ties_flipped",
-                                   "dead_outputs", "max_abs_diff")},
+                                   "dead_outputs", "max_abs_diff", "total_variation")},
         "same_top1_as_export": float(np.mean(scores.argmax(1) == exported.argmax(1))),
         "max_abs_diff_from_export": float(np.abs(scores - exported).max()),
         "pixels_identical": recorded.get("pixels_sha256") in (None, digest(pixels)),
         "kernels": {**cpu_kernels(), "backend": classifier.backend.version},
         "exported_on": recorded.get("kernels"),
         "min_agreement": gate,
-        "passed": gate is None or figures["agreement"] >= gate,
+        "passed": passes(figures, gate if gate is not None else 0.0),
     }

@@ -14,6 +14,13 @@ zeros, whose argmax is class 0; the absolute rule alone counted every such flip 
 file at 100 %. Now an image whose artifact output is all one value never agrees (`dead_outputs` counts them;
 where Keras's own output is all one value, only such an artifact output agrees),
 and a class Keras scored at under half its top-1 is no near-tie, however small both are.
+
+Nor are outputs that drifted far from the source's: the near-tie rule forgives every flip of a model unsure of
+everything (a random EfficientNetB1's softmax is within 1 % of uniform), and that EfficientNetB1's int8 file, whose
+probabilities were a spike on some other class (top-5 overlap 13 %), agreed 95.8 % "with near-ties". So an artifact
+also fails where the mean total variation between its probabilities and the source's on the check images is above
+MAX_TOTAL_VARIATION: 0.74-0.89 for those collapsed int8 files; at most 0.12 for every other int8, dynamic and fp16
+file of the Keras families, the PyTorch models and the trained MobileNetV2 (benchmarks/RESULTS.md, issue 28).
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import numpy as np
 THRESHOLDS = {"fp32": 0.995, "fp16": 0.995, "dynamic": 0.95, "int8": 0.95}
 NEAR_TIE = 0.05  # a differing top-1 that Keras scored within this of its own counts as agreeing
 UNSURE = 0.5  # ... when Keras scored it at least this fraction of its own top-1
+MAX_TOTAL_VARIATION = 0.3  # mean total variation from the source's probabilities beyond which nothing passes
 
 
 def parity(reference: np.ndarray, scores: np.ndarray, near_tie: float = NEAR_TIE) -> dict:
@@ -72,6 +80,11 @@ def _distribution(scores: np.ndarray) -> np.ndarray:
     """Rows as probability distributions (a dead all-zero row: uniform)."""
     total = scores.sum(axis=1, keepdims=True)
     return np.where(total > 0, scores / np.where(total > 0, total, 1), 1.0 / scores.shape[1])
+
+
+def passes(figures: dict, least: float) -> bool:
+    """The gate: agreement (near-ties counted) at least `least`, and probabilities not far from the source's."""
+    return figures["agreement"] >= least and figures["total_variation"] <= MAX_TOTAL_VARIATION
 
 
 def min_agreement(precision: str, thresholds: dict | None = None) -> float:

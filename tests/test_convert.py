@@ -85,6 +85,25 @@ def test_a_flipped_near_tie_counts_as_agreeing_and_nothing_else_does():
     assert parity(ref, art, near_tie=0.1)["agreement"] == 0.75
 
 
+def test_an_output_far_from_the_sources_fails_the_gate_whatever_its_near_ties():
+    """A random EfficientNetB1's softmax is within a few percent of uniform, so every class is a near-tie of its
+    top-1; its int8 file put most of each image's probability on some other class and agreed 95.8 % "with
+    near-ties". Total variation from the source's probabilities fails it; a faithful export passes."""
+    from edgelite.parity import MAX_TOTAL_VARIATION, passes
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 0.05, (40, 1000))
+    ref = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    spike = np.full_like(ref, 0.3 / 999)
+    spike[np.arange(40), rng.integers(0, 1000, 40)] = 0.7  # a confident answer the source never gave
+    collapsed = parity(ref, spike)
+    assert collapsed["agreement"] >= 0.95  # the near-tie rule alone would pass it
+    assert collapsed["total_variation"] > MAX_TOTAL_VARIATION and not passes(collapsed, 0.95)
+    noisy = ref * np.exp(rng.normal(0, 0.02, ref.shape))  # rounding noise: ranks change, the distribution not
+    faithful = parity(ref, noisy / noisy.sum(axis=1, keepdims=True))
+    assert faithful["total_variation"] < 0.05 and passes(faithful, 0.95)
+
+
 def test_a_dead_output_never_agrees_and_a_flat_source_makes_no_near_ties():
     """A 1000-class model with random weights: Keras's softmax about 0.001 everywhere, the int8 file's all zeros.
     Every class is within 0.05 of Keras's top-1, yet nothing agrees: the artifact chose nothing."""
