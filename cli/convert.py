@@ -37,9 +37,9 @@ def add(sub) -> None:
     p.add_argument("--io-type", choices=["int8", "uint8", "float32"], default="int8",
                    help="input/output type of full-int8 TFLite (default int8)")
     p.add_argument("--int8-method", metavar="NAME",
-                   help="how the int8 files are made (default minmax: min/max ranges and bias correction; "
-                        "float-logits: the int8 head's sums written as float32 logits; the others, measured in "
-                        "benchmarks/RESULTS.md, in edgelite.convert.int8_methods)")
+                   help="how the int8 files are made (default float-logits: min/max ranges, bias correction, and "
+                        "the int8 head's sums written as float32 logits; minmax: the same with int8 logits; the "
+                        "others, measured in benchmarks/RESULTS.md, in edgelite.convert.int8_methods)")
     p.add_argument("--nchw", action="store_true", help="ONNX with NCHW input")
     p.add_argument("--no-calib-mirror", action="store_true",
                    help="calibrate on the images only, not also on their mirror images")

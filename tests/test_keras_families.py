@@ -49,7 +49,7 @@ def test_an_int8_softmax_that_prints_zeros_fails_the_gate(many_classes, digits, 
 
 
 def test_int8_logits_keep_a_weak_models_answer(many_classes, digits, tmp_path, capfd):
-    """By default the int8 files end in the logits (their own scale) and the softmax runs in float: the same
+    """By default the int8 files end in float32 logits and the softmax runs in float: the same
     model's answers survive, with no dead output, and the file says it holds logits. The long steps show a bar
     with an estimate on stderr (issue 28 point 4: VGG16's calibration, a big model's checks)."""
     result = convert(many_classes, tmp_path / "out", _images(digits, 20), _images(digits, 60)[20:],
@@ -64,7 +64,8 @@ def test_int8_logits_keep_a_weak_models_answer(many_classes, digits, tmp_path, c
         assert artifact.parity["dead_outputs"] == 0, artifact.format
         assert artifact.parity["top1_agreement"] >= 0.9, (artifact.format, artifact.parity)
         meta = Classifier(artifact.path).metadata
-        assert meta["outputs"] == "logits" and meta["quantization"]["head"] == "int8 logits, softmax in float"
+        assert meta["outputs"] == "logits"  # the default int8 method: int8 layers, the logits' sums in float32
+        assert meta["quantization"]["head"] == "int8 layers, float32 logits, softmax in float"
         scores = Classifier(artifact.path).predict(_images(digits, 1)[0], top_k=1000)
         assert sum(p.score for p in scores) == pytest.approx(1.0, abs=1e-3)  # probabilities, softmaxed on read
         assert len({p.score for p in scores}) > 20  # a live output, not one value

@@ -91,15 +91,14 @@ def test_the_check_set_reference_is_onnxruntime_on_the_source(converted):
 
 
 def test_tflite_int8_has_no_transpose_no_float_island_and_one_partition(converted):
-    from ai_edge_litert.interpreter import Interpreter
+    from edgelite.benchmarks.tflite_ops import op_facts
 
     _, out, _ = converted
-    interpreter = Interpreter(str(out / "small_cnn_int8.tflite"))
-    interpreter.allocate_tensors()
-    ops = [op["op_name"] for op in interpreter._get_ops_details()]
-    assert "TRANSPOSE" not in ops and "DEQUANTIZE" not in ops, ops
-    assert ops.count("DELEGATE") == 1, ops
-    assert "CONV_2D" in ops and "DEPTHWISE_CONV_2D" in ops and "FULLY_CONNECTED" in ops
+    facts = op_facts(out / "small_cnn_int8.tflite")
+    assert facts["transposes"] == facts["dequantize"] == facts["float_ops"] == 0, facts
+    assert facts["float_head"] == ["DEQUANTIZE", "FULLY_CONNECTED"], facts  # the float32 logits, nothing else
+    assert facts["partitions"] == 1, facts
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(facts["ops"])
 
 
 def test_predict_needs_no_flags_on_the_source_and_the_artifacts(converted, capsys):
