@@ -20,9 +20,13 @@ from .tf_graph import frozen_graph
 
 OPSET = 17
 # onnxruntime's histogram calibrators (percentile, entropy) hold every activation of every calibration sample
-# until the end: MobileNetV2 with 400 samples grew past 13 GB and was killed (benchmarks/RESULTS.md, issue 30).
-# They see at most this many samples (about 2 GB there); min/max keeps only running extremes and sees them all.
+# until the end: MobileNetV2 with 400 samples grew past 13 GB and was killed (benchmarks/RESULTS.md, issue 30),
+# EfficientNetB3 at 300x300 with 64 past 19 GB. They see at most HISTOGRAM_SAMPLES samples, and no more than
+# HISTOGRAM_BYTES of activations in all (at least HISTOGRAM_MIN_SAMPLES); min/max keeps only running extremes and
+# sees them all.
 HISTOGRAM_SAMPLES = 64
+HISTOGRAM_BYTES = 3 * 2**30
+HISTOGRAM_MIN_SAMPLES = 8
 
 
 def to_onnx(model, path: Path, nchw: bool = False) -> Path:
@@ -152,7 +156,8 @@ def _quantize(prepared: Path, path: Path, calibration, exclude, method: str, opt
     class Reader(CalibrationDataReader):
         def __init__(self):
             batches = calibration()
-            self.batches = iter(batches) if method == "minmax" else itertools.islice(batches, HISTOGRAM_SAMPLES)
+            self.batches = (iter(batches) if method == "minmax"
+                            else itertools.islice(batches, histogram_samples(prepared)))
 
         def get_next(self):
             batch = next(self.batches, None)
@@ -164,6 +169,20 @@ def _quantize(prepared: Path, path: Path, calibration, exclude, method: str, opt
                         calibrate_method=methods[method], nodes_to_exclude=list(exclude), extra_options=options)
     except Exception as exc:
         raise EdgeliteError(f"ONNX int8 quantization failed: {one_line(exc, last=True)}") from None
+
+
+def histogram_samples(prepared: Path) -> int:
+    """How many samples a histogram calibrator may keep: HISTOGRAM_BYTES over one sample's float activations (the
+    elements of every tensor whose shape the prepared model records, the batch axis as 1)."""
+    import onnx
+
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    elements = 0
+    for info in graph.value_info:
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in info.type.tensor_type.shape.dim]
+        elements += int(np.prod(dims, dtype=np.int64)) if dims else 1
+    per_sample = max(4 * elements, 1)
+    return int(min(HISTOGRAM_SAMPLES, max(HISTOGRAM_MIN_SAMPLES, HISTOGRAM_BYTES // per_sample)))
 
 
 def _input_name(path: Path) -> str:

@@ -121,3 +121,21 @@ def test_histogram_calibration_sees_a_bounded_number_of_samples(head, tmp_path, 
 
     quantize_int8(path, tmp_path / "q.onnx", calibration, method=method, correct_bias=False)
     assert len(seen) == (HISTOGRAM_SAMPLES if method == "percentile" else HISTOGRAM_SAMPLES + 20)
+
+
+def test_histogram_calibration_is_bounded_by_activation_bytes(head, tmp_path, monkeypatch):
+    """A big model's activations are what fill memory (EfficientNetB3 at 300x300: 64 samples past 19 GB): the
+    histogram calibrators see no more samples than HISTOGRAM_BYTES of activations allow, and at least a few."""
+    from edgelite.convert import onnx_export
+
+    path, x = head
+    monkeypatch.setattr(onnx_export, "HISTOGRAM_BYTES", 1)
+    seen = []
+
+    def calibration():
+        for i in range(onnx_export.HISTOGRAM_SAMPLES):
+            seen.append(i)
+            yield x[i % len(x)][None]
+
+    quantize_int8(path, tmp_path / "q.onnx", calibration, method="entropy", correct_bias=False)
+    assert len(seen) == onnx_export.HISTOGRAM_MIN_SAMPLES
