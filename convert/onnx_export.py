@@ -172,17 +172,22 @@ def _quantize(prepared: Path, path: Path, calibration, exclude, method: str, opt
 
 
 def histogram_samples(prepared: Path) -> int:
-    """How many samples a histogram calibrator may keep: HISTOGRAM_BYTES over one sample's float activations (the
-    elements of every tensor whose shape the prepared model records, the batch axis as 1)."""
+    """How many samples a histogram calibrator may keep: HISTOGRAM_BYTES over one sample's float activations."""
+    return int(min(HISTOGRAM_SAMPLES, max(HISTOGRAM_MIN_SAMPLES, HISTOGRAM_BYTES // activation_bytes(prepared))))
+
+
+def activation_bytes(path: Path) -> int:
+    """One sample's float32 activations in a model: the elements of every tensor whose shape shape inference
+    finds (the batch axis as 1), times 4."""
     import onnx
 
-    graph = onnx.load(str(prepared), load_external_data=False).graph
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph if model.graph.value_info else onnx.shape_inference.infer_shapes(model).graph
     elements = 0
     for info in graph.value_info:
         dims = [d.dim_value if d.HasField("dim_value") else 1 for d in info.type.tensor_type.shape.dim]
         elements += int(np.prod(dims, dtype=np.int64)) if dims else 1
-    per_sample = max(4 * elements, 1)
-    return int(min(HISTOGRAM_SAMPLES, max(HISTOGRAM_MIN_SAMPLES, HISTOGRAM_BYTES // per_sample)))
+    return max(4 * elements, 1)
 
 
 def _input_name(path: Path) -> str:

@@ -12,19 +12,33 @@ from edgelite.errors import EdgeliteError, one_line
 from .layer_report import silent
 
 
+# the report keeps every activation of the float and the QDQ model for each image (the QDQ model's about twice the
+# float's): EfficientNetB3 at 300x300 (about 300 MB a sample) with 16 images was killed at 17 GB. It takes no more
+# images than REPORT_BYTES of float activations allow (at least 2).
+REPORT_BYTES = 2**30
+
+
+def report_images(float_path: Path, count: int) -> int:
+    """How many of `count` images the report may run: REPORT_BYTES over one image's float activations."""
+    from .onnx_export import activation_bytes
+
+    return int(max(min(2, count), min(count, REPORT_BYTES // activation_bytes(float_path))))
+
+
 def onnx_layer_report(float_path: Path, qdq_path: Path, inputs: np.ndarray, input_name: str) -> list[dict]:
     """One row per quantized activation of the QDQ model, in graph order. `sqnr_db` compares it
     with the float model's tensor, so it sums the error of every layer before it (the tool's own
     pre/post-QDQ figure is not given: where a Relu/Clip was folded into the QDQ range it counts the
     clipping as error); `weight_sqnr_db` is the worst of the producing node's quantized
     weights (matched in the float model and in the model as quant_pre_process rewrites it,
-    fused convolutions included). Graph inputs have no producing node and are left out."""
+    fused convolutions included). Graph inputs have no producing node and are left out. A big model is measured
+    on the first `report_images` of the inputs."""
     import onnx
     from onnxruntime.quantization import qdq_loss_debug as dbg
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    feeds = [{input_name: np.asarray(x, np.float32)[None]} for x in inputs]
     try:
+        feeds = [{input_name: np.asarray(x, np.float32)[None]} for x in inputs[:report_images(float_path, len(inputs))]]
         with tempfile.TemporaryDirectory() as tmp, silent():
             acts = {}
             for kind, path in (("float", float_path), ("qdq", qdq_path)):

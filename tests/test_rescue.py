@@ -86,6 +86,25 @@ def test_onnx_report_wraps_errors(onnx_pair, images, tmp_path):
         onnx_layer_error.onnx_layer_report(tmp_path / "missing.onnx", onnx_pair[1], images, "input")
 
 
+def test_onnx_report_runs_fewer_images_on_a_big_model(onnx_pair, images, monkeypatch):
+    """The report keeps every float and QDQ activation of each image (EfficientNetB3 at 300x300 with 16 images:
+    killed at 17 GB): no more images than REPORT_BYTES of activations allow, at least 2, and the same rows."""
+    from edgelite.convert.onnx_export import activation_bytes
+
+    fp32, qdq = onnx_pair
+    per_image = activation_bytes(fp32)
+    assert per_image > 4 * 16 * 16 * 3  # at least the first layer's output
+    assert onnx_layer_error.report_images(fp32, 8) == 8
+    monkeypatch.setattr(onnx_layer_error, "REPORT_BYTES", 3 * per_image)
+    assert onnx_layer_error.report_images(fp32, 8) == 3
+    monkeypatch.setattr(onnx_layer_error, "REPORT_BYTES", 1)
+    assert onnx_layer_error.report_images(fp32, 8) == 2
+    few = onnx_layer_error.onnx_layer_report(fp32, qdq, images, "input")
+    monkeypatch.undo()
+    assert [r["layer"] for r in few] == [r["layer"] for r in onnx_layer_error.onnx_layer_report(fp32, qdq, images,
+                                                                                              "input")]
+
+
 def test_onnx_report_takes_a_scalar_weight(images, calibration, tmp_path):
     """Hard-swish's scalar constants (3 and 1/6: MobileNetV3) are quantized as weights of Add/Mul; the report
     ranks those nodes instead of failing on the scalar ("numpy.float32 has no len()": TransferV3's rescue)."""
