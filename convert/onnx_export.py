@@ -47,9 +47,9 @@ def to_onnx(model, path: Path, nchw: bool = False) -> Path:
             try:
                 with _weights_written_once():
                     tf2onnx.convert.from_graph_def(graph_def, **options)
-            except Exception:  # one of tf2onnx's optimizers failed (its transpose optimizer on a scalar Add, as
-                # MobileNetV3's hard-swish has): tf2onnx's own way, a copy of the graph per optimizer and a failed
-                # one skipped
+            except Exception:  # one of tf2onnx's optimizers failed (its transpose optimizer on a squeeze-excite's
+                # hard-sigmoid: MobileNetV3): tf2onnx's own way, a copy of the graph per optimizer and a failed one
+                # skipped
                 tf2onnx.convert.from_graph_def(graph_def, **options)
         _check_runnable(path)
     except EdgeliteError as exc:
