@@ -38,8 +38,7 @@ def add(sub) -> None:
                    help="input/output type of full-int8 TFLite (default int8)")
     p.add_argument("--int8-method", metavar="NAME",
                    help="how the int8 files are made (default float-logits: min/max ranges, bias correction, and "
-                        "the int8 head's sums written as float32 logits; minmax: the same with int8 logits; the "
-                        "others, measured in benchmarks/RESULTS.md, in edgelite.convert.int8_methods)")
+                        "the int8 head's sums written as float32 logits; minmax: the same with int8 logits)")
     p.add_argument("--nchw", action="store_true", help="ONNX with NCHW input")
     p.add_argument("--no-calib-mirror", action="store_true",
                    help="calibrate on the images only, not also on their mirror images")
@@ -59,6 +58,9 @@ def add(sub) -> None:
 def run(args) -> int:
     require("convert", "tensorflow")
     from edgelite.convert import FORMATS, convert
+    from edgelite.convert.int8_methods import offered_method
+
+    offered_method(args.int8_method)  # before any work
     from edgelite.files import find_images
     from edgelite.convert.samples import choose, split_images
 

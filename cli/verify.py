@@ -45,7 +45,7 @@ def _artifacts(paths: list[str]) -> list:
 
 def describe(model, report: dict) -> str:
     """A verify report as three lines for a person."""
-    from edgelite.parity import MAX_TOTAL_VARIATION
+    from edgelite.parity import far_note
 
     k = report["kernels"]
     gate = "no gate" if report["min_agreement"] is None else f"gate {report['min_agreement']:.1%}"
@@ -56,8 +56,7 @@ def describe(model, report: dict) -> str:
         f"-> {'ok' if report['passed'] else 'BELOW THE GATE'}; strict top-1 {report['top1_agreement']:.1%}, "
         f"{report['near_ties_flipped']} near-ties (within {report['near_tie']:g}) flipped"
         + (f", {report['dead_outputs']} dead outputs (all one value)" if report.get("dead_outputs") else "")
-        + (f", total variation {report['total_variation']:.2f} > {MAX_TOTAL_VARIATION}: far from {reference}'s "
-           "probabilities" if report.get("total_variation", 0) > MAX_TOTAL_VARIATION else ""),
+        + far_note(report, reference),
         f"  max |dp| vs {reference} {report['max_abs_diff']:.3f}; vs the exporting machine: same top-1 "
         f"{report['same_top1_as_export']:.1%}, max |dp| {report['max_abs_diff_from_export']:.3f}"
         + ("" if report["pixels_identical"] else "; check images decode differently here"),

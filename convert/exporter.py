@@ -18,7 +18,7 @@ from edgelite.classifier import Classifier, sidecar_path
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, write_json
 from edgelite.layers import format_table, format_tries, method_label
-from edgelite.parity import MAX_TOTAL_VARIATION, NEAR_TIE, min_agreement, parity, passes
+from edgelite.parity import NEAR_TIE, far_note, gate_agreement, min_agreement, parity, passes
 from edgelite.quiet import quiet
 from edgelite.timing import time_calls
 
@@ -56,10 +56,8 @@ class Artifact:
         return (f"  {self.format:15s} {verdict:5s} agreement {p['agreement']:.1%} (strict top-1 {p['top1_agreement']:.1%}, "
                 f"{p['near_ties_flipped']} near-ties flipped"
                 + (f", {p['dead_outputs']} dead outputs: all one value" if p.get("dead_outputs") else "") + "), "
-                f"top-5 overlap {p['top5_overlap']:.1%}, max |dp| {p['max_abs_diff']:.2e}, "
-                + (f"total variation {p['total_variation']:.2f} > {MAX_TOTAL_VARIATION}: far from the source's "
-                   "probabilities, " if p["total_variation"] > MAX_TOTAL_VARIATION else "")
-                + f"{self.size / 1e6:.2f} MB, {self.seconds:.1f}s")
+                f"top-5 overlap {p['top5_overlap']:.1%}, max |dp| {p['max_abs_diff']:.2e}{far_note(p, 'the source')}, "
+                f"{self.size / 1e6:.2f} MB, {self.seconds:.1f}s")
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,8 @@ class Exporter:
 
 class TrialEvaluator:
     """The rescue's evaluator: `evaluator(excluded, method)` builds one try into `trial` (those layers kept in
-    float, that method) and returns its agreement with Keras as the device measures it. It holds the last try
+    float, that method) and returns its agreement with the source as the device measures it and the gate counts it
+    (none for an output far from the source's: parity.gate_agreement). It holds the last try
     built, since the search's last try is not always the one it keeps."""
 
     def __init__(self, exporter: Exporter, form, precision: str, trial: Path):
@@ -199,7 +198,7 @@ class TrialEvaluator:
         self.recipe = self.form.build(self.precision, self.trial, excluded, method)
         self.built = (list(excluded), method)
         scores = self.exporter.measure(self.trial, self.form, self.precision, self.recipe)[1]
-        return parity(self.exporter.checks.reference, scores, self.exporter.gate.near_tie)["agreement"]
+        return gate_agreement(parity(self.exporter.checks.reference, scores, self.exporter.gate.near_tie))
 
     def holding(self, excluded: Sequence[str], method: str | None) -> dict:
         """`trial` holding the given try (built again if a later one replaced it); returns its recipe."""

@@ -37,6 +37,14 @@ METHODS = {
 # directions and three kernel paths, 29 fewer changed answers than minmax and 1 more, every exact tie gone; the
 # PyTorch-trained small CNN's int8 files 97.5 % -> 99.4 % / 99.0 % strict agreement; same size and speed.
 DEFAULT = "float-logits"
+OFFERED = ("float-logits", "minmax")  # what `edgelite convert --int8-method` takes; the rest are int8_agreement's
+
+
+def offered_method(name: str | None) -> str | None:
+    """A name `convert --int8-method` takes (None: the default); another is one clear error."""
+    if name is not None and name not in OFFERED:
+        raise EdgeliteError(f"unknown int8 method {name!r} (choose from {', '.join(OFFERED)})")
+    return name
 
 
 def int8_method(name: str | None) -> Int8Method:

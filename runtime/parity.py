@@ -84,7 +84,23 @@ def _distribution(scores: np.ndarray) -> np.ndarray:
 
 def passes(figures: dict, least: float) -> bool:
     """The gate: agreement (near-ties counted) at least `least`, and probabilities not far from the source's."""
-    return figures["agreement"] >= least and figures["total_variation"] <= MAX_TOTAL_VARIATION
+    return figures["agreement"] >= least and not far(figures)
+
+
+def far(figures: dict) -> bool:
+    """Probabilities too far from the source's to pass, whatever the agreement (MAX_TOTAL_VARIATION)."""
+    return figures.get("total_variation", 0.0) > MAX_TOTAL_VARIATION
+
+
+def gate_agreement(figures: dict) -> float:
+    """Agreement as the gate counts it, for a search that ranks tries by it (the rescue): none for a far output."""
+    return 0.0 if far(figures) else figures["agreement"]
+
+
+def far_note(figures: dict, reference: str) -> str:
+    """The clause a report line adds for a far output ("" otherwise)."""
+    return (f", total variation {figures['total_variation']:.2f} > {MAX_TOTAL_VARIATION}: far from {reference}'s "
+            "probabilities" if far(figures) else "")
 
 
 def min_agreement(precision: str, thresholds: dict | None = None) -> float:

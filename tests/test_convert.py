@@ -89,7 +89,7 @@ def test_an_output_far_from_the_sources_fails_the_gate_whatever_its_near_ties():
     """A random EfficientNetB1's softmax is within a few percent of uniform, so every class is a near-tie of its
     top-1; its int8 file put most of each image's probability on some other class and agreed 95.8 % "with
     near-ties". Total variation from the source's probabilities fails it; a faithful export passes."""
-    from edgelite.parity import MAX_TOTAL_VARIATION, passes
+    from edgelite.parity import MAX_TOTAL_VARIATION, gate_agreement, passes
 
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 0.05, (40, 1000))
@@ -99,6 +99,7 @@ def test_an_output_far_from_the_sources_fails_the_gate_whatever_its_near_ties():
     collapsed = parity(ref, spike)
     assert collapsed["agreement"] >= 0.95  # the near-tie rule alone would pass it
     assert collapsed["total_variation"] > MAX_TOTAL_VARIATION and not passes(collapsed, 0.95)
+    assert gate_agreement(collapsed) == 0.0  # what the rescue's search ranks it by: no try passes that way
     noisy = ref * np.exp(rng.normal(0, 0.02, ref.shape))  # rounding noise: ranks change, the distribution not
     faithful = parity(ref, noisy / noisy.sum(axis=1, keepdims=True))
     assert faithful["total_variation"] < 0.05 and passes(faithful, 0.95)

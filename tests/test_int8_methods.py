@@ -15,6 +15,16 @@ def test_an_unknown_int8_method_is_one_clear_error():
     assert int8_method(None) is METHODS[DEFAULT]
 
 
+def test_convert_offers_the_default_and_minmax_only():
+    """The other methods are int8_agreement's candidates, taken from Python, not a user's choice."""
+    from edgelite.convert.int8_methods import OFFERED, offered_method
+
+    assert DEFAULT in OFFERED and "minmax" in OFFERED and offered_method(None) is None
+    with pytest.raises(EdgeliteError, match="unknown int8 method 'onnx-entropy'"):
+        offered_method("onnx-entropy")
+    assert int8_method("onnx-entropy").onnx_calibration == "entropy"
+
+
 def squared_error(values: np.ndarray, low: float, high: float) -> float:
     scale = (high - low) / 255
     zero = np.round(-low / scale)
