@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgelite.errors import EdgeliteError
 from edgelite.quiet import quiet
 
 from . import bias, onnx_export, tflite
@@ -33,6 +35,8 @@ class Builds:
     _dynamic_layers: object = None
     _saved_model: Path | bool | None = None
     _int8: "Builds | None" = None
+    _typical: "Builds | EdgeliteError | None" = None
+    left_out: int = 0  # calibration samples left out as atypical (Builds.typical)
 
     def int8(self) -> "Builds":
         """What the int8 formats are built from: the model without its final softmax where it ends in one
@@ -52,6 +56,32 @@ class Builds:
                 self._int8 = Builds(logits, self.tmp / "logits", self.calib, self.nchw, logits=True,
                                     progress=self.progress, int8_method=self.int8_method)
         return self._int8
+
+    def typical(self) -> "Builds":
+        """These builds calibrated without their atypical samples (atypical.py), for the int8 rescue's "typical"
+        try: the float conversions are shared, the ranges and bias-correction means measured anew. An error
+        (one line, remembered) where no sample is atypical or too many are."""
+        if self._typical is None:
+            from .atypical import typical_samples
+
+            try:
+                kept = typical_samples(self.tflite_fp32(), self.calib, self.bar(
+                    self.calibration_batches(), "atypical calibration samples", len(self.calib)))
+            except EdgeliteError as exc:
+                self._typical = exc
+            else:
+                folder = self.tmp / "typical"
+                folder.mkdir(exist_ok=True)
+                for name in ("fp32.tflite", "tf2onnx.onnx"):  # the float conversions, not made again
+                    if (self.tmp / name).exists() and not (folder / name).exists():
+                        shutil.copyfile(self.tmp / name, folder / name)
+                self._typical = Builds(self.model, folder, kept, self.nchw, logits=self.logits,
+                                       progress=self.progress, int8_method=self.int8_method,
+                                       _saved_model=self._saved_model, left_out=len(self.calib) - len(kept))
+                self._typical._int8 = self._typical
+        if isinstance(self._typical, EdgeliteError):
+            raise self._typical
+        return self._typical
 
     def calibration_batches(self):
         return (self.calib[i:i + 1] for i in range(len(self.calib)))

@@ -18,7 +18,8 @@ from edgelite.classifier import Classifier, sidecar_path
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, write_json
 from edgelite.layers import format_table, format_tries, method_label
-from edgelite.parity import NEAR_TIE, far_note, gate_agreement, min_agreement, parity, passes
+from edgelite.parity import (MAX_TOTAL_VARIATION, NEAR_TIE, far, far_note, gate_agreement, min_agreement, parity,
+                             passes)
 from edgelite.quiet import quiet
 from edgelite.timing import time_calls
 
@@ -150,9 +151,13 @@ class Exporter:
         """The least float fallback that passes the gate, chosen from a per-layer error report;
         the report is written beside the artifact. Leaves the chosen model in `staged`."""
         methods = form.methods.get(precision, ())
-        log.info(f"  {artifact.format:15s} agreement {artifact.parity['agreement']:.1%} < {least:.1%}: "
-                 "per-layer report, then " + {"onnx-int8": "other calibration methods and ",
-                                              "tflite-dynamic": "bias correction and "}.get(artifact.format, "")
+        figures = artifact.parity
+        why = (f"total variation {figures['total_variation']:.2f} > {MAX_TOTAL_VARIATION}" if far(figures)
+               else f"agreement {figures['agreement']:.1%} < {least:.1%}")
+        log.info(f"  {artifact.format:15s} {why}: per-layer report, then "
+                 + {"onnx-int8": "calibration without atypical samples, other calibration methods and ",
+                    "tflite-int8": "calibration without atypical samples and ",
+                    "tflite-dynamic": "bias correction and "}.get(artifact.format, "")
                  + "float fallback of the worst layers")
         with quiet():
             layers = form.layer_report(precision, staged, form.inputs(self.checks.images[:16]))

@@ -17,12 +17,15 @@ from .builds import Builds
 from .float_logits import tflite_float_logits
 from .int8_methods import int8_method
 
+TYPICAL = "typical"  # a rescue's method: calibrated without the atypical samples (atypical.py)
+
 
 class TFLiteFormat:
     family = "tflite"
     # the ranker's measure, by precision: lower is worse for dB, higher for the others (layers.worst_first)
     report_keys = {"int8": "rmse_scale", "dynamic": "output_sqnr_db"}
-    methods = {"dynamic": ("bias_correction",)}  # what a rescue tries before layers in float, by precision
+    # what a rescue tries before layers in float, by precision ("typical": calibrated without atypical samples)
+    methods = {"dynamic": ("bias_correction",), "int8": (TYPICAL,)}
 
     def __init__(self, builds: Builds, io_type: str):
         self.builds, self.io_type = builds, io_type
@@ -42,6 +45,9 @@ class TFLiteFormat:
         builds, recipe = self.builds, self.recipe(precision)
         if precision == "int8":
             builds = builds.int8()  # the logits where the model ends in a softmax
+            if method == TYPICAL:
+                builds = builds.typical()
+                recipe.update(_typical(builds))
         corrected = precision == "int8" or method == "bias_correction"  # dynamic range: a rescue's try
         if corrected and builds.calib is None:
             raise EdgeliteError("full int8 and bias correction need calibration images")
@@ -103,7 +109,7 @@ class TFLiteFormat:
 class OnnxFormat:
     family = "onnx"
     report_keys = {"int8": "sqnr_db"}
-    methods = {"int8": ("percentile", "entropy")}  # the TFLite converter calibrates min/max only
+    methods = {"int8": (TYPICAL, "percentile", "entropy")}  # the TFLite converter calibrates min/max only
 
     def __init__(self, builds: Builds):
         self.builds = builds
@@ -124,10 +130,15 @@ class OnnxFormat:
             if precision == "fp32":
                 shutil.copyfile(self.builds.onnx_fp32(), staged)
             else:
-                batches = self.builds.batches("ONNX int8 calibration")
-                recipe.update(onnx_export.quantize_int8(self.builds.int8().onnx_fp32(), staged,
+                builds = self.builds.int8()
+                if method == TYPICAL:
+                    builds = builds.typical()
+                    recipe.update(_typical(builds))
+                batches = builds.batches("ONNX int8 calibration")
+                recipe.update(onnx_export.quantize_int8(builds.onnx_fp32(), staged,
                                                         lambda: (self.inputs(b) for b in batches()),  # NCHW too
-                                                        exclude, method or chosen.onnx_calibration,
+                                                        exclude, chosen.onnx_calibration
+                                                        if method in (None, TYPICAL) else method,
                                                         options=chosen.onnx_options,
                                                         float_logits=chosen.float_logits))
                 if chosen.float_logits and "float_logits_skipped" not in recipe:
@@ -157,6 +168,11 @@ def _head(builds: Builds) -> dict:
     """An int8 recipe's head: the logits in int8 and the softmax in float after them, where the model ends in
     a softmax (Builds.int8)."""
     return {"head": "int8 logits, softmax in float"} if builds.int8().logits else {}
+
+
+def _typical(builds: Builds) -> dict:
+    """An int8 recipe calibrated without the atypical samples (Builds.typical): how many it kept and left out."""
+    return {"calibration_samples": len(builds.calib), "atypical_samples_left_out": builds.left_out}
 
 
 def _float_head(recipe: dict) -> dict:

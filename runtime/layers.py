@@ -13,8 +13,10 @@ def worst_first(layers: list[dict], key: str) -> list[dict]:
 
 
 def method_label(method: str) -> str:
-    """How a rescue's method reads: 'entropy calibration' (ONNX), 'bias correction' (TFLite dynamic range)."""
-    return {"bias_correction": "bias correction"}.get(method, f"{method} calibration")
+    """How a rescue's method reads: 'entropy calibration' (ONNX), 'bias correction' (TFLite dynamic range),
+    'calibration without atypical samples' (int8: convert/atypical.py)."""
+    return {"bias_correction": "bias correction", "typical": "calibration without atypical samples"}.get(
+        method, f"{method} calibration")
 
 
 def format_tries(tries: list[dict]) -> str:
