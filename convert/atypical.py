@@ -12,6 +12,8 @@ device; their own activations clip.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from edgelite.errors import EdgeliteError
@@ -24,7 +26,9 @@ def spans(float_tflite: bytes, batches) -> np.ndarray:
     from the float TFLite model with every tensor kept."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=float_tflite, experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():  # "for debugging purposes only": it is what keeps every tensor
+        warnings.simplefilter("ignore")
+        interpreter = Interpreter(model_content=float_tflite, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     feed = interpreter.get_input_details()[0]["index"]
     tensors = [d["index"] for d in interpreter.get_tensor_details()

@@ -167,11 +167,11 @@ class Exporter:
         log.info(format_table(layers, key, worst=5))
         plain_size, plain_ms = staged.stat().st_size, _latency(staged)
         evaluate = TrialEvaluator(self, form, precision, self.builds.tmp / f"trial.{form.family}")
-        # ONNX: other calibration methods first; TFLite dynamic range: bias correction, then layers in float on top
-        # of it where it helped, the count bisected (a try is milliseconds of flatbuffer editing, not a conversion)
+        # other calibrations (int8) or bias correction (dynamic range) first, then layers in float on top of the
+        # one that helped most; for dynamic range every layer count, bisected (a try is milliseconds of flatbuffer
+        # editing, not a conversion)
         dynamic = artifact.format == "tflite-dynamic"
-        found = fallback_search(layers, evaluate, least, key, methods=methods,
-                                baseline=artifact.parity["agreement"] if dynamic else None,
+        found = fallback_search(layers, evaluate, least, key, methods=methods, baseline=gate_agreement(artifact.parity),
                                 max_layers=len(layers) if dynamic else 8, refine=dynamic)
         log.info(f"  {artifact.format:15s} {format_tries(found['tries'])}")
         record = {"key": key, "report": f"{stem.name}.layers.json"}
