@@ -191,7 +191,7 @@ class Exporter:
 class TrialEvaluator:
     """The rescue's evaluator: `evaluator(excluded, method)` builds one try into `trial` (those layers kept in
     float, that method) and returns its agreement with the source as the device measures it and the gate counts it
-    (none for an output far from the source's: parity.gate_agreement). It holds the last try
+    (an output far from the source's is a failed try, whatever its agreement). It holds the last try
     built, since the search's last try is not always the one it keeps."""
 
     def __init__(self, exporter: Exporter, form, precision: str, trial: Path):
@@ -203,7 +203,10 @@ class TrialEvaluator:
         self.recipe = self.form.build(self.precision, self.trial, excluded, method)
         self.built = (list(excluded), method)
         scores = self.exporter.measure(self.trial, self.form, self.precision, self.recipe)[1]
-        return gate_agreement(parity(self.exporter.checks.reference, scores, self.exporter.gate.near_tie))
+        figures = parity(self.exporter.checks.reference, scores, self.exporter.gate.near_tie)
+        if far(figures):  # the search counts it a failed try and says why
+            raise EdgeliteError(f"far: total variation {figures['total_variation']:.2f}")
+        return figures["agreement"]
 
     def holding(self, excluded: Sequence[str], method: str | None) -> dict:
         """`trial` holding the given try (built again if a later one replaced it); returns its recipe."""

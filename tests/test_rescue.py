@@ -223,6 +223,26 @@ def test_search_tries_calibration_methods_before_float_fallback():
     assert format_tries(result["tries"]) == "percentile calibration: 50.0%, entropy calibration: 97.0%"
 
 
+def test_a_far_try_reads_as_far_and_the_layers_go_on_top_of_the_calibration_that_helped():
+    """The converter's evaluator fails a try whose output is far from the source's (its agreement does not
+    count); the search goes on, keeping in float on top of the method that helped most."""
+    calls = []
+
+    def evaluate(excluded, method=None):
+        calls.append((len(excluded), method))
+        if method == "percentile":
+            raise EdgeliteError("far: total variation 0.72")
+        return {"typical": 0.94, None: 0.5}[method] + 0.02 * len(excluded)
+
+    result = fallback.fallback_search(LAYERS, evaluate, gate=0.95, key="sqnr_db", methods=("typical", "percentile"),
+                                      baseline=0.0)
+    assert calls == [(0, "typical"), (0, "percentile"), (1, "typical")]
+    assert result["passed"] and result["method"] == "typical" and len(result["excluded"]) == 1
+    assert format_tries(result["tries"]) == ("calibration without atypical samples: 94.0%, percentile calibration: "
+                                             "far: total variation 0.72, 1 in float + calibration without atypical "
+                                             "samples: 96.0%")
+
+
 # --- TFLite dynamic range: each weight-quantized layer can be put back in float; the rescue in the converter
 
 
