@@ -418,3 +418,5 @@ def test_dynamic_range_rescue_that_cannot_pass_tries_every_layer_count(trained, 
     assert [(t["excluded"], t.get("method")) for t in found["tries"]][0] == (0, "bias_correction")
     assert [t["excluded"] for t in found["tries"]][1:] == [1, 2]
     assert all(t["agreement"] is not None for t in found["tries"])
+    # the file written is the best of the plain export and its tries, still below the gate
+    assert a.parity["agreement"] >= max(t["agreement"] for t in found["tries"])
