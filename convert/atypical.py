@@ -61,7 +61,7 @@ def atypical(spans_: np.ndarray, factor: float = FACTOR) -> np.ndarray:
 def typical_samples(float_tflite: bytes, calib: np.ndarray, batches) -> np.ndarray:
     """The calibration samples that are not atypical; an error (one line) where none is, or too few remain
     (the rescue counts it as a failed try)."""
-    left_out = atypical(spans(float_tflite, batches), FACTOR)
+    left_out = atypical(spans(float_tflite, batches))
     if not left_out.any():
         raise EdgeliteError("no atypical calibration samples")
     if left_out.sum() * 2 > len(calib):

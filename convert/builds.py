@@ -74,7 +74,10 @@ class Builds:
                 folder.mkdir(exist_ok=True)
                 for name in ("fp32.tflite", "tf2onnx.onnx"):  # the float conversions, not made again
                     if (self.tmp / name).exists() and not (folder / name).exists():
-                        shutil.copyfile(self.tmp / name, folder / name)
+                        try:
+                            os.link(self.tmp / name, folder / name)
+                        except OSError:  # a file system without hard links
+                            shutil.copyfile(self.tmp / name, folder / name)
                 self._typical = Builds(self.model, folder, kept, self.nchw, logits=self.logits,
                                        progress=self.progress, int8_method=self.int8_method,
                                        _saved_model=self._saved_model, left_out=len(self.calib) - len(kept))

@@ -156,10 +156,7 @@ class Exporter:
         why = (f"total variation {figures['total_variation']:.2f} > {MAX_TOTAL_VARIATION}" if far(figures)
                else f"agreement {figures['agreement']:.1%} < {least:.1%}")
         log.info(f"  {artifact.format:15s} {why}: per-layer report, then "
-                 + {"onnx-int8": "calibration without atypical samples, other calibration methods and ",
-                    "tflite-int8": "calibration without atypical samples and ",
-                    "tflite-dynamic": "bias correction and "}.get(artifact.format, "")
-                 + "float fallback of the worst layers")
+                 + "".join(f"{method_label(m)}, " for m in methods) + "float fallback of the worst layers")
         with quiet():
             layers = form.layer_report(precision, staged, form.inputs(self.checks.images[:16]))
         key = form.report_keys[precision]

@@ -44,10 +44,7 @@ class TFLiteFormat:
         `method` ("bias_correction" for dynamic range) are a rescue's."""
         builds, recipe = self.builds, self.recipe(precision)
         if precision == "int8":
-            builds = builds.int8()  # the logits where the model ends in a softmax
-            if method == TYPICAL:
-                builds = builds.typical()
-                recipe.update(_typical(builds))
+            builds = _int8_builds(builds, method, recipe)
         corrected = precision == "int8" or method == "bias_correction"  # dynamic range: a rescue's try
         if corrected and builds.calib is None:
             raise EdgeliteError("full int8 and bias correction need calibration images")
@@ -130,10 +127,7 @@ class OnnxFormat:
             if precision == "fp32":
                 shutil.copyfile(self.builds.onnx_fp32(), staged)
             else:
-                builds = self.builds.int8()
-                if method == TYPICAL:
-                    builds = builds.typical()
-                    recipe.update(_typical(builds))
+                builds = _int8_builds(self.builds, method, recipe)
                 batches = builds.batches("ONNX int8 calibration")
                 recipe.update(onnx_export.quantize_int8(builds.onnx_fp32(), staged,
                                                         lambda: (self.inputs(b) for b in batches()),  # NCHW too
@@ -170,9 +164,15 @@ def _head(builds: Builds) -> dict:
     return {"head": "int8 logits, softmax in float"} if builds.int8().logits else {}
 
 
-def _typical(builds: Builds) -> dict:
-    """An int8 recipe calibrated without the atypical samples (Builds.typical): how many it kept and left out."""
-    return {"calibration_samples": len(builds.calib), "atypical_samples_left_out": builds.left_out}
+def _int8_builds(builds: Builds, method: str | None, recipe: dict) -> Builds:
+    """What an int8 export is built from: the logits where the model ends in a softmax (Builds.int8), calibrated
+    without the atypical samples for the rescue's TYPICAL try (Builds.typical; the recipe says how many it kept
+    and left out)."""
+    builds = builds.int8()
+    if method == TYPICAL:
+        builds = builds.typical()
+        recipe.update(calibration_samples=len(builds.calib), atypical_samples_left_out=builds.left_out)
+    return builds
 
 
 def _float_head(recipe: dict) -> dict:
