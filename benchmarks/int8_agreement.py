@@ -11,7 +11,9 @@ builtin kernels, onnxruntime (as the runtime opens it: uint8 weights where this 
 Prints a table per model: strict top-1 agreement with the fp32 export of the same format (no near-tie rule),
 the answers that changed, top-1 loss against that export where the photo's ImageNet class is known
 (imagenet-sample: its wnid; big-cats: the 7 ImageNet cat classes), exact top-1 ties in the int8 output, the
-bias-correction count, and the int8 export's convert seconds (wall, shared work it needs included). Writes
+bias-correction count, and the int8 export's convert seconds (wall, shared work it needs included). Beside it,
+the noise floor (noise_floor.py): how many answers the fp32 export itself changes on the same photos when their
+pixels move by +-0.5 or +-1 level, the scale an int8 file's changed answers are read against. Writes
 int8_agreement.json in --out.
 
 Models: `mobilenetv2` (the shared Keras MobileNetV2), `mobilenet-v1-legacy` (the legacy Keras-2 MobileNet v1
@@ -32,6 +34,7 @@ import numpy as np
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
 
+from .noise_floor import describe, noise_floor
 from .shared_data import IMAGENET_CATS, shared_dir
 
 MODELS = ("mobilenetv2", "mobilenet-v1-legacy", "torch-mobilenetv2")
@@ -62,7 +65,8 @@ def run(args) -> int:
         if not find_images([data / folder]):
             raise EdgeliteError(f"{data / folder}: no images found (set EDGELITE_SHARED)")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"calibration_photos": args.calib_count, "with_mirror_images": True, "rows": [], "exports": []}
+    report = {"calibration_photos": args.calib_count, "with_mirror_images": True, "rows": [], "exports": [],
+              "noise_floor": []}
     for name in args.models:
         source = model_source(name, args.out / "models")
         fp32 = None
@@ -71,6 +75,10 @@ def run(args) -> int:
             if fp32 is None:  # the references do not depend on calibration: made once per model
                 fp32 = exported(source, args.out / name / "fp32", [], check, list(INT8.values()), None)
                 report["exports"] += [{"model": name, **row} for row in fp32.values()]
+            for fmt in sorted({INT8[a] for a in args.artifacts}):
+                for row in noise_floor(fp32[fmt]["path"], [p for p, _ in measured]):
+                    report["noise_floor"].append({"model": name, "direction": direction, "format": fmt, **row})
+                    print(f"{direction:16s} {fmt} noise floor {describe(row)}", flush=True)
             cache = {}
             for method in args.methods:
                 int8 = exported(source, args.out / name / direction / method, calibration,
@@ -89,6 +97,7 @@ def run(args) -> int:
     print()
     for name in args.models:
         print(table([r for r in report["rows"] if r["model"] == name], name))
+        print(floor_table([r for r in report["noise_floor"] if r["model"] == name], name))
     write_json(args.out / "int8_agreement.json", report)
     print(f"wrote {args.out / 'int8_agreement.json'}", file=sys.stderr)
     return 0
@@ -226,6 +235,18 @@ def table(rows: list[dict], model: str) -> str:
         lines.append(f"| {r['direction']} | {r['method']} | {r['artifact']} | {r['kernels']} | "
                      f"{r['strict_top1']:.1%} | {r['changed']}/{r['photos']} | {loss} | {r['exact_ties']} | "
                      f"{r['bias_correction']} | {r['convert_s']:.1f}{' (rescued)' if r['rescue'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def floor_table(rows: list[dict], model: str) -> str:
+    """A Markdown table of one model's noise floor: the fp32 export against itself under pixel noise."""
+    lines = [f"**{model}: the fp32 export under pixel noise (noise floor)**", "",
+             "| measured on | export | noise | strict top-1 kept (median; min-max over seeds) | changed (median) "
+             "| with near-ties |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {DIRECTIONS[r['direction']][1]} | {r['format']} | +-{r['level']:g} px | "
+                     f"{r['strict_median']:.1%} ({r['strict_min']:.1%}-{r['strict_max']:.1%}) | "
+                     f"{r['changed_median']}/{r['photos']} | {r['gate_agreement_median']:.1%} |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,12 +6,14 @@ Builds each family with random weights (`weights=None`, seed 0: no downloads; st
 agreement figures say nothing of accuracy), saves it as .keras, runs `edgelite convert MODEL --calib
 imagenet-sample --out ...` in a process of its own (no other flag), and prints a row per family: exit, wall
 seconds, formats that passed, the preprocessing convert recorded, GFLOPs (2 x the multiply-adds of the
-convolution and dense layers at batch 1), wall seconds per GFLOP, and tflite-int8 against tflite-fp32 ms per
-image (one thread, each file timed alone in alternating rounds: edgelite.timing). `Transfer` is a headless
-EfficientNetB0 under a user's Dense head (the transfer-learning shape `edgelite train` makes), `TransferV3`
-a headless MobileNetV3Large (its dynamic input left as keras.applications builds it headless) under a
-Dense(10) head. Writes keras_families.json in --out; each family's convert output stays in --out/NAME, its
-stdout and stderr (progress bars included) in --out/NAME.convert.log.
+convolution and dense layers at batch 1), wall seconds per GFLOP, tflite-int8 against tflite-fp32 ms per
+image (one thread, each file timed alone in alternating rounds: edgelite.timing), and the noise floor: how many
+of 100 big-cats photos the tflite-fp32 export itself answers differently when their pixels move by +-0.5 level
+(noise_floor.py; strict, and with the gate's near-ties), what an int8 file of that model is up against.
+`Transfer` is a headless EfficientNetB0 under a user's Dense head (the transfer-learning shape `edgelite train`
+makes), `TransferV3` a headless MobileNetV3Large (its dynamic input left as keras.applications builds it
+headless) under a Dense(10) head. Writes keras_families.json in --out; each family's convert output stays in
+--out/NAME, its stdout and stderr (progress bars included) in --out/NAME.convert.log.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import write_atomic
 
 from .convert_runs import convert_cli, speed
+from .noise_floor import noise_floor, spread
 from .shared_data import shared_dir
 
 # smallest and fastest first
@@ -125,6 +128,12 @@ def one_family(family: str, calib: Path, args) -> dict:
            "input": list(model.inputs[0].shape[1:])}
     row["s_per_gflop"] = row["wall_s"] / gflops
     row.update(speed(out, family, args.rounds))
+    fp32 = out / f"{family}_fp32.tflite"
+    if fp32.exists():
+        from edgelite.files import find_images
+
+        photos = spread(find_images([shared_dir() / "data" / "big-cats"]), 100)
+        row["noise_floor"] = noise_floor(fp32, photos, levels=(0.5,))[0]
     return row
 
 
@@ -165,14 +174,16 @@ def _at_call_size(model):
 def table_line(row: dict) -> str:
     speed = (f"{row['int8_ms']:.1f} / {row['fp32_ms']:.1f}" if "int8_ms" in row else "-")
     failed = "; ".join(f"{f}: {d}" for f, d in row["failed"].items())
+    floor = row.get("noise_floor")
+    floor = f"{floor['strict_median']:.0%} / {floor['gate_agreement_median']:.0%}" if floor else "-"
     return (f"| {row['family']} | {row['exit']} | {row['wall_s']:.0f} | {len(row['passed'])}/6 | "
-            f"{row['preprocessing'] or '-'} | {row['gflops']:.2f} | {row['s_per_gflop']:.0f} | {speed} | "
+            f"{row['preprocessing'] or '-'} | {row['gflops']:.2f} | {row['s_per_gflop']:.0f} | {speed} | {floor} | "
             f"{failed or '-'} |")
 
 
 def table(rows: list) -> str:
     head = ("| family | exit | wall s | passed | preprocessing recorded | GFLOPs | s/GFLOP | int8 / fp32 ms | "
-            "what failed |\n|---|---|---|---|---|---|---|---|---|")
+            "fp32 kept under +-0.5 px (strict / near-ties) | what failed |\n|---|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head, *map(table_line, rows)])
 
 

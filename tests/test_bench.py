@@ -116,6 +116,19 @@ def test_markdown_leaves_out_empty_columns():
     assert table.splitlines()[0] == "| model | size MB | p50 ms |"
 
 
+def test_noise_floor_counts_the_answers_pixel_noise_changes(artifact, trained):
+    """The fp32 file against itself: no noise changes nothing; noise of many levels changes answers, and the
+    strict figure is the share kept (digits at 24x24, whose answers survive half a level)."""
+    from edgelite.benchmarks.noise_floor import describe, noise_floor
+
+    photos = [p for p, _ in trained.val][:40]
+    quiet, loud = noise_floor(artifact["tflite-fp32"], photos, levels=(0.0, 160.0), seeds=2)
+    assert quiet["strict_min"] == quiet["strict_max"] == 1.0 and quiet["changed_median"] == 0
+    assert loud["changed_median"] > 0 and loud["strict_median"] == 1 - loud["changed_median"] / 40
+    assert loud["strict_min"] <= loud["strict_median"] <= loud["strict_max"] < 1.0
+    assert describe(quiet).startswith("+-0 px: 100.0% strict (100.0%-100.0%, 2 seeds)")
+
+
 def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices():
     from conftest import shared
     from edgelite.benchmarks.heldback import IMAGENET_CATS, held_back, table
@@ -157,6 +170,7 @@ def test_held_back_sets_are_photos_calibration_never_saw_with_imagenet_indices()
     ("keras_families", ["--out", "{tmp}/f", "--families", "AlexNet"], "unknown families AlexNet"),
     ("keras_families", ["--out", "{tmp}/f", "--calib", "{tmp}/none"], "no calibration folder"),
     ("int8_head", ["--model", "{missing}"], "missing.tflite"),
+    ("noise_floor", ["{missing}", "--photos", "{tmp}/old"], "no photos found"),
 ])
 def test_benchmark_programs_answer_bad_input_with_one_line(program, args, expect, tmp_path):
     """Every benchmark program goes through the CLI's guard (runtime/errors.py): one line, exit 2."""
