@@ -34,7 +34,9 @@ import numpy as np
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
 
-from .noise_floor import describe, noise_floor
+from edgelite.noise import describe
+
+from .noise_floor import noise_floor
 from .shared_data import IMAGENET_CATS, shared_dir
 
 MODELS = ("mobilenetv2", "mobilenet-v1-legacy", "torch-mobilenetv2")
@@ -246,7 +248,7 @@ def floor_table(rows: list[dict], model: str) -> str:
     for r in rows:
         lines.append(f"| {DIRECTIONS[r['direction']][1]} | {r['format']} | +-{r['level']:g} px | "
                      f"{r['strict_median']:.1%} ({r['strict_min']:.1%}-{r['strict_max']:.1%}) | "
-                     f"{r['changed_median']}/{r['photos']} | {r['gate_agreement_median']:.1%} |")
+                     f"{r['changed_median']}/{r['images']} | {r['gate_agreement_median']:.1%} |")
     return "\n".join(lines) + "\n"
 
 

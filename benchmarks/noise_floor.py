@@ -1,11 +1,6 @@
-"""How many answers a float export changes when its input pixels move by less than one level: the noise floor
-that an int8 file's agreement is judged against (issues 28 and 30).
-
-An int8 file rounds every layer's activations; a float model that changes its answer when a photo's pixels
-move by half a level will change it under int8's rounding too. Measured as the user's model runs: the fp32
-export, each photo decoded and resized once (its uint8 pixels), then `level` times uniform noise in
-[-1, 1] pixel levels added before the model's normalisation, for a few seeds. Strict top-1 agreement with the
-same file on the clean pixels; with `parity`'s near-tie rule too, for the rows that are judged by the gate.
+"""The noise floor of float model files (edgelite.noise): how many answers each changes when its input pixels
+move by +-0.5 or +-1 level, the scale an int8 file's agreement is read against (issues 28 and 30). Measured as
+the user's model runs: the file as the runtime opens it, each photo decoded and resized once.
 
     python -m edgelite.benchmarks.noise_floor MODEL_FILE ... [--photos DIR] [--count 100]
 
@@ -18,50 +13,21 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from edgelite.errors import EdgeliteError, guarded
+from edgelite.noise import describe, noise_floor as _floor, pixel_step
 
-LEVELS = (0.5, 1.0)  # +- pixel levels of uniform noise
-SEEDS = 3
+LEVELS = (0.5, 1.0)  # +- pixel levels
 
 
-def noise_floor(path, photos, levels=LEVELS, seeds: int = SEEDS) -> list[dict]:
-    """Per noise level: the fp32 file's strict top-1 agreement with itself on clean pixels (min, median, max
-    over `seeds`), and the gate's agreement (near-ties counted) at the median seed."""
+def noise_floor(path, photos, levels=LEVELS, seeds: int = 3) -> list[dict]:
+    """edgelite.noise.noise_floor of a float model file on photos, as the runtime opens and prepares them."""
     from edgelite import Classifier
-    from edgelite.parity import parity
-    from edgelite.preprocess import from_pixels, pixels
+    from edgelite.preprocess import pixels
 
     classifier = Classifier(path)
     spec = classifier.spec
-    images = [pixels(p, spec).astype(np.float32) for p in photos]
-
-    def scores(noise):
-        return np.concatenate([classifier.scores(from_pixels(np.clip(x + n, 0, 255), spec))
-                               for x, n in zip(images, noise)])
-
-    clean = scores([0.0] * len(images))
-    rows = []
-    for level in levels:
-        runs = []
-        for seed in range(seeds):
-            rng = np.random.default_rng(seed)
-            noisy = scores([rng.uniform(-level, level, x.shape).astype(np.float32) for x in images])
-            runs.append(parity(clean, noisy))
-        strict = sorted(r["top1_agreement"] for r in runs)
-        median = sorted(runs, key=lambda r: r["top1_agreement"])[len(runs) // 2]
-        rows.append({"level": level, "photos": len(images), "seeds": seeds, "strict_min": strict[0],
-                     "strict_median": median["top1_agreement"], "strict_max": strict[-1],
-                     "changed_median": int(round((1 - median["top1_agreement"]) * len(images))),
-                     "gate_agreement_median": median["agreement"]})
-    return rows
-
-
-def describe(row: dict) -> str:
-    """One line: '+-0.5 px: 99.6 % strict (99.2-99.8 %, 3 seeds), 100.0 % with near-ties'."""
-    return (f"+-{row['level']:g} px: {row['strict_median']:.1%} strict ({row['strict_min']:.1%}-"
-            f"{row['strict_max']:.1%}, {row['seeds']} seeds), {row['gate_agreement_median']:.1%} with near-ties")
+    inputs = [classifier.prepare_pixels(pixels(p, spec)) for p in photos]
+    return _floor(classifier.scores, inputs, pixel_step(spec.std, spec.layout), levels, seeds)
 
 
 def spread(photos: list, count: int) -> list:
@@ -86,7 +52,7 @@ def main(argv=None) -> int:
             raise EdgeliteError("no photos found (give --photos or set EDGELITE_SHARED)")
         for model in args.models:
             for row in noise_floor(model, photos):
-                print(f"{model.name}: {describe(row)} of {row['photos']} photos", flush=True)
+                print(f"{model.name}: {describe(row)} of {row['images']} photos", flush=True)
         return 0
 
     return guarded(run, prog="noise_floor")

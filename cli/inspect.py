@@ -23,6 +23,7 @@ def add(sub) -> None:
 def run(args) -> int:
     from edgelite.classifier import Classifier
     from edgelite.layers import format_table, format_tries, method_label
+    from edgelite.noise import describe
 
     clf = Classifier(args.model)
     meta = clf.metadata
@@ -44,6 +45,8 @@ def run(args) -> int:
         kept = (", ".join(rescue["excluded"]) or "none") if rescue.get("passed") else "none (no try passed)"
         method = f"; {method_label(rescue['method'])}" if rescue.get("passed") and rescue.get("method") else ""
         print(f"  rescue: {format_tries(rescue['tries'])}{method}; kept in float: {kept}")
+        if rescue.get("noise_floor"):
+            print(f"  the float model's noise floor on the check images: {describe(rescue['noise_floor'])}")
     if args.float_model:
         layers = _onnx_report_now(clf, Path(args.float_model), Path(args.model))
     else:

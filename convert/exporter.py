@@ -14,10 +14,11 @@ import numpy as np
 
 from edgelite import checkset
 from edgelite.backends import CHECK_KEY, open_backend
-from edgelite.classifier import Classifier, sidecar_path
+from edgelite.classifier import Classifier, scores_from_output, sidecar_path
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, write_json
 from edgelite.layers import format_table, format_tries, method_label
+from edgelite.noise import noise_floor, pixel_step
 from edgelite.parity import (MAX_TOTAL_VARIATION, NEAR_TIE, far, far_note, gate_agreement, min_agreement, parity,
                              passes)
 from edgelite.quiet import quiet
@@ -174,6 +175,7 @@ class Exporter:
         log.info(f"  {artifact.format:15s} {format_tries(found['tries'])}")
         record = {"key": key, "report": f"{stem.name}.layers.json"}
         if not found["passed"]:
+            record.update(self.noise_floor(artifact.format))
             if found.get("agreement") is None or found["agreement"] <= gate_agreement(artifact.parity):
                 return {**recipe, "rescue": {**found, **record}}
             # still below the gate, but the written file is the best try, not the plain export (a collapsed
@@ -191,6 +193,32 @@ class Exporter:
         log.info(f"  {artifact.format:15s} {', '.join(change)}; costs "
                  f"{cost['size_bytes'] / 1e3:+.0f} KB and {cost['latency_ms']:+.2f} ms per image here")
         return {**new, "rescue": {**found, "cost": cost, "from_agreement": artifact.parity["agreement"], **record}}
+
+    def noise_floor(self, fmt: str) -> dict:
+        """For a rescue that failed, the float model's own noise floor on the check images (edgelite.noise), said
+        in a line: a model that changes its answers when the pixels move by half a level cannot be followed
+        closer by int8. {} where the float TFLite model cannot be had."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            interpreter = Interpreter(model_content=self.builds.tflite_fp32())
+        except Exception:  # that format's own line says why
+            return {}
+        interpreter.allocate_tensors()
+        feed, fetch = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+        probabilities = self.document["outputs"] == "probabilities"
+
+        def score(x):
+            interpreter.set_tensor(feed, x)
+            interpreter.invoke()
+            return scores_from_output(interpreter.get_tensor(fetch), probabilities=probabilities)
+
+        images = self.checks.images.astype(np.float32)
+        row = noise_floor(score, [x[None] for x in images], pixel_step(self.document["preprocess"]["std"]))[0]
+        log.info(f"  {fmt:15s} for scale: the float model itself keeps {row['strict_median']:.1%} of its answers "
+                 f"(strict; {row['gate_agreement_median']:.1%} with near-ties) when the pixels move by "
+                 f"+-{row['level']:g} level")
+        return {"noise_floor": row}
 
 
 class TrialEvaluator:

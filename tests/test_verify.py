@@ -120,8 +120,14 @@ def test_int8_below_its_gate_is_rescued_with_a_report(rescued):
     layers = json.loads(report.read_text())
     assert len(layers) >= 3 and all(np.isfinite(row["rmse_scale"]) for row in layers)
     assert report.with_suffix(".png").is_file()
+    # no try passed: the float model's own noise floor on the check images, for scale
+    floor = rescue["noise_floor"]
+    assert floor["level"] == 0.5 and floor["images"] == a.parity["images"] and floor["seeds"] == 3
+    assert 0 <= floor["strict_min"] <= floor["strict_median"] <= floor["strict_max"] <= 1
+    assert floor["gate_agreement_median"] >= floor["strict_median"]
     done = run_cli("inspect", a.path)
     assert done.returncode == 0 and "rescue:" in done.stdout and "rmse_scale" in done.stdout
+    assert "noise floor on the check images: +-0.5 px: " in done.stdout
 
 
 @pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
