@@ -2,7 +2,7 @@
 move by +-0.5 or +-1 level, the scale an int8 file's agreement is read against (issues 28 and 30). Measured as
 the user's model runs: the file as the runtime opens it, each photo decoded and resized once.
 
-    python -m edgelite.benchmarks.noise_floor MODEL_FILE ... [--photos DIR] [--count 100]
+    python -m edgelite.benchmarks.noise_floor MODEL_FILE ... [--photos DIR] [--count 100] [--levels 0.5 1]
 
 (default photos: the shared big-cats, spread over its classes); keras_families and int8_agreement print it per
 row.
@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("models", nargs="+", type=Path, help="float model files (.tflite, .onnx)")
     parser.add_argument("--photos", type=Path, help="photo folder (default: the shared big-cats)")
     parser.add_argument("--count", type=int, default=100, help="photos (default 100)")
+    parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS),
+                        help="+- pixel levels of uniform noise (default 0.5 1)")
     args = parser.parse_args(argv)
 
     def run() -> int:
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
         if not photos:
             raise EdgeliteError("no photos found (give --photos or set EDGELITE_SHARED)")
         for model in args.models:
-            for row in noise_floor(model, photos):
+            for row in noise_floor(model, photos, args.levels):
                 print(f"{model.name}: {describe(row)} of {row['images']} photos", flush=True)
         return 0
 
