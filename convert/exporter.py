@@ -91,6 +91,7 @@ class Exporter:
         self.builds, self.out_dir, self.stem, self.checks = builds, out_dir, stem, checks
         self.document, self.gate, self.force = document, gate, force
         self.formats = formats(builds, io_type)
+        self._noise_floor: dict | None = None  # the float model's, measured when a rescue first fails
 
     def export(self, fmt: str) -> Artifact:
         """Convert, verify the file as the device opens it, rescue a failed int8 or dynamic-range export, put it
@@ -197,7 +198,17 @@ class Exporter:
     def noise_floor(self, fmt: str) -> dict:
         """For a rescue that failed, the float model's own noise floor on the check images (edgelite.noise), said
         in a line: a model that changes its answers when the pixels move by half a level cannot be followed
-        closer by int8. {} where the float TFLite model cannot be had."""
+        closer by int8. Measured once for every format; {} where the float TFLite model cannot be had."""
+        if self._noise_floor is None:
+            self._noise_floor = self._measure_noise_floor()
+        row = self._noise_floor
+        if row:
+            log.info(f"  {fmt:15s} for scale: the float model itself keeps {row['strict_median']:.1%} of its "
+                     f"answers (strict; {row['gate_agreement_median']:.1%} with near-ties) when the pixels move by "
+                     f"+-{row['level']:g} level")
+        return {"noise_floor": row} if row else {}
+
+    def _measure_noise_floor(self) -> dict:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
@@ -213,12 +224,8 @@ class Exporter:
             interpreter.invoke()
             return scores_from_output(interpreter.get_tensor(fetch), probabilities=probabilities)
 
-        images = self.checks.images.astype(np.float32)
-        row = noise_floor(score, [x[None] for x in images], pixel_step(self.document["preprocess"]["std"]))[0]
-        log.info(f"  {fmt:15s} for scale: the float model itself keeps {row['strict_median']:.1%} of its answers "
-                 f"(strict; {row['gate_agreement_median']:.1%} with near-ties) when the pixels move by "
-                 f"+-{row['level']:g} level")
-        return {"noise_floor": row}
+        images = [x[None] for x in self.checks.images.astype(np.float32)]
+        return noise_floor(score, images, pixel_step(self.document["preprocess"]["std"]))[0]
 
 
 class TrialEvaluator:
