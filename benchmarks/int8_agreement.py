@@ -33,10 +33,9 @@ import numpy as np
 
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
-
 from edgelite.noise import describe
 
-from .noise_floor import noise_floor
+from .noise_floor import of_file
 from .shared_data import IMAGENET_CATS, shared_dir
 
 MODELS = ("mobilenetv2", "mobilenet-v1-legacy", "torch-mobilenetv2")
@@ -78,7 +77,7 @@ def run(args) -> int:
                 fp32 = exported(source, args.out / name / "fp32", [], check, list(INT8.values()), None)
                 report["exports"] += [{"model": name, **row} for row in fp32.values()]
             for fmt in sorted({INT8[a] for a in args.artifacts}):
-                for row in noise_floor(fp32[fmt]["path"], [p for p, _ in measured]):
+                for row in of_file(fp32[fmt]["path"], [p for p, _ in measured]):
                     report["noise_floor"].append({"model": name, "direction": direction, "format": fmt, **row})
                     print(f"{direction:16s} {fmt} noise floor {describe(row)}", flush=True)
             cache = {}

@@ -26,7 +26,7 @@ from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import write_atomic
 
 from .convert_runs import convert_cli, speed
-from .noise_floor import noise_floor, spread
+from .noise_floor import of_file, spread
 from .shared_data import shared_dir
 
 # smallest and fastest first
@@ -133,7 +133,7 @@ def one_family(family: str, calib: Path, args) -> dict:
         from edgelite.files import find_images
 
         photos = spread(find_images([shared_dir() / "data" / "big-cats"]), 100)
-        row["noise_floor"] = noise_floor(fp32, photos, levels=(0.5,))[0]
+        row["noise_floor"] = of_file(fp32, photos, levels=(0.5,))[0]
     return row
 
 

@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 from edgelite.errors import EdgeliteError, guarded
-from edgelite.noise import describe, noise_floor as _floor, pixel_step
+from edgelite.noise import describe, noise_floor, pixel_step
 
 LEVELS = (0.5, 1.0)  # +- pixel levels
 
 
-def noise_floor(path, photos, levels=LEVELS, seeds: int = 3) -> list[dict]:
+def of_file(path, photos, levels=LEVELS, seeds: int = 3) -> list[dict]:
     """edgelite.noise.noise_floor of a float model file on photos, as the runtime opens and prepares them."""
     from edgelite import Classifier
     from edgelite.preprocess import pixels
@@ -27,7 +27,7 @@ def noise_floor(path, photos, levels=LEVELS, seeds: int = 3) -> list[dict]:
     classifier = Classifier(path)
     spec = classifier.spec
     inputs = [classifier.prepare_pixels(pixels(p, spec)) for p in photos]
-    return _floor(classifier.scores, inputs, pixel_step(spec.std, spec.layout), levels, seeds)
+    return noise_floor(classifier.scores, inputs, pixel_step(spec.std, spec.layout), levels, seeds)
 
 
 def spread(photos: list, count: int) -> list:
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         if not photos:
             raise EdgeliteError("no photos found (give --photos or set EDGELITE_SHARED)")
         for model in args.models:
-            for row in noise_floor(model, photos, args.levels):
+            for row in of_file(model, photos, args.levels):
                 print(f"{model.name}: {describe(row)} of {row['images']} photos", flush=True)
         return 0
 

@@ -119,11 +119,11 @@ def test_markdown_leaves_out_empty_columns():
 def test_noise_floor_counts_the_answers_pixel_noise_changes(artifact, trained):
     """The fp32 file against itself: no noise changes nothing; noise of many levels changes answers, and the
     strict figure is the share kept (digits at 24x24, whose answers survive half a level)."""
-    from edgelite.benchmarks.noise_floor import noise_floor
+    from edgelite.benchmarks.noise_floor import of_file
     from edgelite.noise import describe
 
     photos = [p for p, _ in trained.val][:40]
-    quiet, loud = noise_floor(artifact["tflite-fp32"], photos, levels=(0.0, 160.0), seeds=2)
+    quiet, loud = of_file(artifact["tflite-fp32"], photos, levels=(0.0, 160.0), seeds=2)
     assert quiet["strict_min"] == quiet["strict_max"] == 1.0 and quiet["changed_median"] == 0
     assert loud["changed_median"] > 0 and loud["strict_median"] == 1 - loud["changed_median"] / 40
     assert loud["strict_min"] <= loud["strict_median"] <= loud["strict_max"] < 1.0
