@@ -12,7 +12,7 @@ Prints a table per model: strict top-1 agreement with the fp32 export of the sam
 the answers that changed, top-1 loss against that export where the photo's ImageNet class is known
 (imagenet-sample: its wnid; big-cats: the 7 ImageNet cat classes), exact top-1 ties in the int8 output, the
 bias-correction count, and the int8 export's convert seconds (wall, shared work it needs included). Beside it,
-the noise floor (noise_floor.py): how many answers the fp32 export itself changes on the same photos when their
+the noise floor (edgelite.noise): how many answers the fp32 export itself changes on the same photos when their
 pixels move by +-0.5 or +-1 level, the scale an int8 file's changed answers are read against. Writes
 int8_agreement.json in --out.
 
@@ -33,9 +33,8 @@ import numpy as np
 
 from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import find_images, write_json
-from edgelite.noise import describe
+from edgelite.noise import describe, of_file
 
-from .noise_floor import of_file
 from .shared_data import IMAGENET_CATS, shared_dir
 
 MODELS = ("mobilenetv2", "mobilenet-v1-legacy", "torch-mobilenetv2")
@@ -77,7 +76,7 @@ def run(args) -> int:
                 fp32 = exported(source, args.out / name / "fp32", [], check, list(INT8.values()), None)
                 report["exports"] += [{"model": name, **row} for row in fp32.values()]
             for fmt in sorted({INT8[a] for a in args.artifacts}):
-                for row in of_file(fp32[fmt]["path"], [p for p, _ in measured]):
+                for row in of_file(fp32[fmt]["path"], [p for p, _ in measured], levels=(0.5, 1.0)):
                     report["noise_floor"].append({"model": name, "direction": direction, "format": fmt, **row})
                     print(f"{direction:16s} {fmt} noise floor {describe(row)}", flush=True)
             cache = {}

@@ -9,7 +9,7 @@ seconds, formats that passed, the preprocessing convert recorded, GFLOPs (2 x th
 convolution and dense layers at batch 1), wall seconds per GFLOP, tflite-int8 against tflite-fp32 ms per
 image (one thread, each file timed alone in alternating rounds: edgelite.timing), and the noise floor: how many
 of 100 big-cats photos the tflite-fp32 export itself answers differently when their pixels move by +-0.5 level
-(noise_floor.py; strict, and with the gate's near-ties), what an int8 file of that model is up against.
+(edgelite.noise; strict, and with the gate's near-ties), what an int8 file of that model is up against.
 `Transfer` is a headless EfficientNetB0 under a user's Dense head (the transfer-learning shape `edgelite train`
 makes), `TransferV3` a headless MobileNetV3Large (its dynamic input left as keras.applications builds it
 headless) under a Dense(10) head. Writes keras_families.json in --out; each family's convert output stays in
@@ -26,8 +26,7 @@ from edgelite.errors import EdgeliteError, guarded
 from edgelite.files import write_atomic
 
 from .convert_runs import convert_cli, speed
-from .noise_floor import of_file, spread
-from .shared_data import shared_dir
+from .shared_data import shared_dir, spread
 
 # smallest and fastest first
 FAMILIES = ["MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "Transfer", "TransferV3", "NASNetMobile",
@@ -131,6 +130,7 @@ def one_family(family: str, calib: Path, args) -> dict:
     fp32 = out / f"{family}_fp32.tflite"
     if fp32.exists():
         from edgelite.files import find_images
+        from edgelite.noise import of_file
 
         photos = spread(find_images([shared_dir() / "data" / "big-cats"]), 100)
         row["noise_floor"] = of_file(fp32, photos, levels=(0.5,))[0]

@@ -14,30 +14,14 @@ import sys
 from pathlib import Path
 
 from edgelite.errors import EdgeliteError, guarded
-from edgelite.noise import describe, noise_floor, pixel_step
+from edgelite.noise import describe, of_file
+
+from .shared_data import shared_dir, spread
 
 LEVELS = (0.5, 1.0)  # +- pixel levels
 
 
-def of_file(path, photos, levels=LEVELS, seeds: int = 3) -> list[dict]:
-    """edgelite.noise.noise_floor of a float model file on photos, as the runtime opens and prepares them."""
-    from edgelite import Classifier
-    from edgelite.preprocess import pixels
-
-    classifier = Classifier(path)
-    spec = classifier.spec
-    inputs = [classifier.prepare_pixels(pixels(p, spec)) for p in photos]
-    return noise_floor(classifier.scores, inputs, pixel_step(spec.std, spec.layout), levels, seeds)
-
-
-def spread(photos: list, count: int) -> list:
-    """`count` photos taken evenly through a sorted list (every class folder gets its share)."""
-    return photos[:: max(1, len(photos) // count)][:count]
-
-
 def main(argv=None) -> int:
-    from .shared_data import shared_dir
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", type=Path, help="float model files (.tflite, .onnx)")
     parser.add_argument("--photos", type=Path, help="photo folder (default: the shared big-cats)")

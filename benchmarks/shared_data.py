@@ -10,6 +10,11 @@ def shared_dir() -> Path:
     return Path(os.environ.get("EDGELITE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
+def spread(photos: list, count: int) -> list:
+    """`count` photos taken evenly through a sorted list (every class folder of big-cats gets its share)."""
+    return photos[:: max(1, len(photos) // count)][:count]
+
+
 SHARED = shared_dir()
 # what the measuring programs use when given nothing: Google's uint8 MobileNetV2, its labels, the sample photos
 DEFAULT_MODEL = SHARED / "data/third-party-models/mobilenet_v2_1.0_224_quant.tflite"

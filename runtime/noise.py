@@ -45,6 +45,18 @@ def noise_floor(score: Callable[[np.ndarray], np.ndarray], inputs: Sequence[np.n
     return rows
 
 
+def of_file(model, photos, levels: Sequence[float] = (LEVEL,), seeds: int = SEEDS) -> list[dict]:
+    """noise_floor() of a float model file on photos, as the runtime opens and prepares them (each photo decoded
+    and resized once; the noise added to its normalised pixels)."""
+    from .classifier import Classifier
+    from .preprocess import pixels
+
+    classifier = Classifier(model)
+    spec = classifier.spec
+    inputs = [classifier.prepare_pixels(pixels(p, spec)) for p in photos]
+    return noise_floor(classifier.scores, inputs, pixel_step(spec.std, spec.layout), levels, seeds)
+
+
 def pixel_step(std, layout: str = "NHWC") -> np.ndarray:
     """One pixel level in the units of an input normalised by `std` (per channel), shaped for the layout."""
     step = 1.0 / np.asarray(std, np.float32).reshape(-1)

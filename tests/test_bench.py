@@ -119,8 +119,7 @@ def test_markdown_leaves_out_empty_columns():
 def test_noise_floor_counts_the_answers_pixel_noise_changes(artifact, trained):
     """The fp32 file against itself: no noise changes nothing; noise of many levels changes answers, and the
     strict figure is the share kept (digits at 24x24, whose answers survive half a level)."""
-    from edgelite.benchmarks.noise_floor import of_file
-    from edgelite.noise import describe
+    from edgelite.noise import describe, of_file
 
     photos = [p for p, _ in trained.val][:40]
     quiet, loud = of_file(artifact["tflite-fp32"], photos, levels=(0.0, 160.0), seeds=2)
