@@ -166,6 +166,23 @@ def test_quantized_input_straight_from_pixels_equals_the_float_path(preset, dtyp
         np.testing.assert_array_equal(direct, via_float)
 
 
+def test_an_input_half_way_between_levels_rounds_one_way():
+    """MobileNet's [-1, 1] at the int8 scale the converter writes for it (2/255 as float32, zero point -1) puts every
+    pixel half-way between two levels: all round up, so the int8 input is the pixels - 128 (no table), and the
+    dequantized image is the float one shifted by half a level everywhere, not a pattern of +-half levels."""
+    from edgelite.preprocess import pixel_table
+
+    spec = PreprocessSpec(size=(8, 8), preset="mobilenet")
+    scale = float(np.float32(2 / 255))
+    assert pixel_table(spec, np.dtype(np.int8), scale, -1) is None
+    values = np.arange(256, dtype=np.uint8)[None, None, :, None].repeat(3, axis=3)
+    exact = (values.astype(np.float64) - 127.5) / 127.5
+    q = quantize(exact, np.dtype(np.int8), scale, -1)
+    assert q.astype(int).ravel()[::3].tolist() == list(range(-128, 128))
+    shift = ((q.astype(np.float64) + 1) * scale - exact) * 127.5
+    assert np.allclose(shift, 0.5, atol=1e-4)
+
+
 def test_identity_quantization_feeds_the_pixels_themselves():
     from edgelite.preprocess import pixel_table, pixels
 
