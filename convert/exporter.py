@@ -14,7 +14,7 @@ import numpy as np
 
 from edgelite import checkset
 from edgelite.backends import CHECK_KEY, open_backend
-from edgelite.classifier import Classifier, scores_from_output, sidecar_path
+from edgelite.classifier import Classifier, sidecar_path
 from edgelite.errors import EdgeliteError, one_line
 from edgelite.files import move_atomic, write_json
 from edgelite.layers import format_table, format_tries, method_label
@@ -209,23 +209,17 @@ class Exporter:
         return {"noise_floor": row} if row else {}
 
     def _measure_noise_floor(self) -> dict:
-        from ai_edge_litert.interpreter import Interpreter
-
+        """The float TFLite model as the device opens it (metadata inside, as `measure` does), on the check images."""
+        form, path = self.formats["tflite"], self.builds.tmp / "noise_floor.tflite"
         try:
-            interpreter = Interpreter(model_content=self.builds.tflite_fp32())
+            path.write_bytes(self.builds.tflite_fp32())
         except Exception:  # that format's own line says why
             return {}
-        interpreter.allocate_tensors()
-        feed, fetch = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-        probabilities = self.document["outputs"] == "probabilities"
-
-        def score(x):
-            interpreter.set_tensor(feed, x)
-            interpreter.invoke()
-            return scores_from_output(interpreter.get_tensor(fetch), probabilities=probabilities)
-
-        images = [x[None] for x in self.checks.images.astype(np.float32)]
-        return noise_floor(score, images, pixel_step(self.document["preprocess"]["std"]))[0]
+        form.built_anew(path)
+        form.embed(path, self.metadata(form, "fp32", {}))
+        classifier = Classifier(path)
+        inputs = [classifier.prepare(x[None]) for x in self.checks.images]
+        return noise_floor(classifier.scores, inputs, pixel_step(classifier.spec.std))[0]
 
 
 class TrialEvaluator:
